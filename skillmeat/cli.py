@@ -1,0 +1,125 @@
+"""`skillmeat-db`: deploy (upgrade), inspect (current), and the DBA and newcomer tools.
+
+Every command prints what it did and exits 1 with a one-line reason on a
+database error (unreachable server, wrong credentials) rather than a traceback.
+"""
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import NullPool
+
+from skillmeat.core.database import DatabaseSettings, make_engine
+from skillmeat.core.database.provision import (
+    alembic_config,
+    create_database,
+    database_exists,
+    upgrade_to_head,
+)
+
+
+class CommandError(Exception):
+    """A failure the user can act on; printed as one line."""
+
+
+def _url(args: argparse.Namespace) -> URL:
+    return make_url(args.url or DatabaseSettings().database_url)
+
+
+def _shown(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def _current_revision(url: URL) -> str | None:
+    engine = make_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def _head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def cmd_upgrade(args: argparse.Namespace) -> None:
+    url = _url(args)
+    if database_exists(url):
+        print(f"database {url.database!r} exists on {_shown(url)}")
+    else:
+        create_database(url)
+        print(f"created database {url.database!r} on {_shown(url)}")
+    before = _current_revision(url)
+    upgrade_to_head(url)
+    after = _current_revision(url)
+    if before == after:
+        print(f"already at head ({after}); nothing to do")
+    else:
+        print(f"migrated {before or 'empty database'} -> {after} (head)")
+
+
+def cmd_current(args: argparse.Namespace) -> None:
+    url = _url(args)
+    if not database_exists(url):
+        raise CommandError(
+            f"database {url.database!r} does not exist on {_shown(url)}; "
+            "run `skillmeat-db upgrade` to create it"
+        )
+    current = _current_revision(url)
+    head = _head_revision()
+    state = "at head" if current == head else f"behind head {head}: run `skillmeat-db upgrade`"
+    print(f"{url.database}: revision {current or 'none (empty database)'} ({state})")
+
+
+def _one_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(orig).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="skillmeat-db", description="SkillMeat marketplace database tools."
+    )
+    parser.add_argument(
+        "--url",
+        help="database URL (default: $SKILLMEAT_DATABASE_URL or the local skillmeat database)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser(
+        "upgrade", help="create the database if it does not exist, then migrate it to head"
+    ).set_defaults(func=cmd_upgrade)
+    sub.add_parser(
+        "current", help="show the database's revision and whether it is at head"
+    ).set_defaults(func=cmd_current)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except CommandError as exc:
+        print(f"skillmeat-db {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except OperationalError as exc:
+        print(
+            f"skillmeat-db {args.command}: cannot use {_shown(_url(args))}: {_one_line(exc)}",
+            file=sys.stderr,
+        )
+        return 1
+    except DBAPIError as exc:
+        print(f"skillmeat-db {args.command}: database error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Core of the data layer: models, schemas, repositories and database plumbing."""

@@ -1,0 +1,135 @@
+"""Marketplace sources (GitHub repositories registered by a project) and their catalog."""
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    Double,
+    ForeignKey,
+    Index,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from skillmeat.core.models.base import (
+    Base,
+    TimestampMixin,
+    UUIDPrimaryKeyMixin,
+    not_blank,
+    text_enum,
+)
+from skillmeat.core.models.enums import ArtifactType, CatalogStatus, TrustLevel, Visibility
+from skillmeat.core.models.project import Project
+
+# The CHECK expressions below are repeated verbatim in the migrations, which must
+# not import this module (a revision must keep meaning what it meant when written).
+
+# Canonical GitHub repository URL: owner (1-39 chars, alphanumerics and inner
+# hyphens) and repository name (1-100 of [A-Za-z0-9._-]), no .git, no slash.
+REPO_URL_CHECK = (
+    "repo_url ~ '^https://github\\.com/[A-Za-z0-9](-?[A-Za-z0-9])*/[A-Za-z0-9._-]{1,100}$' "
+    "AND char_length(split_part(repo_url, '/', 4)) <= 39 "
+    "AND repo_url !~* '\\.git$' AND split_part(repo_url, '/', 5) NOT IN ('.', '..')"
+)
+
+
+def relative_path_check(column: str) -> str:
+    """SQL for a relative POSIX path inside a repository: non-empty, not absolute, no `..`."""
+    return f"{column} <> '' AND left({column}, 1) <> '/' AND {column} !~ '(^|/)\\.\\.(/|$)'"
+
+
+class MarketplaceSource(UUIDPrimaryKeyMixin, TimestampMixin, Base):
+    __tablename__ = "marketplace_sources"
+    __table_args__ = (
+        CheckConstraint(REPO_URL_CHECK, name="repo_url_canonical"),
+        not_blank("branch_or_ref", "branch_or_ref_not_blank"),
+        CheckConstraint(relative_path_check("root_hint"), name="root_hint_relative"),
+        CheckConstraint("jsonb_typeof(manual_map) = 'object'", name="manual_map_object"),
+        # GitHub owner/repo names are case-insensitive: one registration per project.
+        Index(
+            "uq_marketplace_sources_project_id_lower_repo_url",
+            "project_id",
+            func.lower(text("repo_url")),
+            unique=True,
+        ),
+        # Expression indexes carry explicit names (the convention needs plain columns).
+        # Path 5 (a project's sources, never-synced first) reads it in order.
+        Index(
+            "ix_marketplace_sources_project_id_last_sync",
+            "project_id",
+            text("last_sync NULLS FIRST"),
+        ),
+        # Path 7 (rescan scheduler across all projects, admin) reads it in order.
+        Index("ix_marketplace_sources_last_sync", text("last_sync NULLS FIRST")),
+    )
+
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    repo_url: Mapped[str] = mapped_column(Text)
+    branch_or_ref: Mapped[str] = mapped_column(Text, server_default="HEAD")
+    root_hint: Mapped[str | None] = mapped_column(Text)
+    manual_map: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    last_sync: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    trust_level: Mapped[TrustLevel] = mapped_column(
+        text_enum(TrustLevel, "trust_level"), server_default=TrustLevel.UNSIGNED.value
+    )
+    visibility: Mapped[Visibility] = mapped_column(
+        text_enum(Visibility, "visibility"), server_default=Visibility.PRIVATE.value
+    )
+
+    project: Mapped[Project] = relationship()
+    entries: Mapped[list["MarketplaceCatalogEntry"]] = relationship(
+        back_populates="source", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class MarketplaceCatalogEntry(UUIDPrimaryKeyMixin, TimestampMixin, Base):
+    __tablename__ = "marketplace_catalog_entries"
+    __table_args__ = (
+        # Also serves path 1 (a source's entries of one type ordered by path) and
+        # every (source_id) or (source_id, artifact_type) lookup: no separate index.
+        # Named by hand: the convention's name would pass 63 characters.
+        UniqueConstraint(
+            "source_id",
+            "artifact_type",
+            "detected_path",
+            name="uq_marketplace_catalog_entries_source_type_path",
+        ),
+        CheckConstraint(relative_path_check("detected_path"), name="detected_path_relative"),
+        CheckConstraint(
+            "upstream_url ~ '^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[^[:space:]]*)?$'",
+            name="upstream_url_https",
+        ),
+        not_blank("detected_version_sha", "detected_version_sha_not_blank"),
+        # double precision, not numeric: numeric comparisons are not LEAKPROOF, so
+        # under RLS a minimum-confidence filter could not be an index condition.
+        CheckConstraint(
+            "confidence_score >= 0 AND confidence_score <= 100 "
+            "AND confidence_score::numeric = round(confidence_score::numeric, 2)",
+            name="confidence_score_range",
+        ),
+        Index(None, "source_id", "status"),
+        # id completes the keyset (confidence_score DESC, id DESC) of path 3.
+        Index(None, "source_id", "confidence_score", "id"),
+    )
+
+    source_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("marketplace_sources.id", ondelete="CASCADE")
+    )
+    artifact_type: Mapped[ArtifactType] = mapped_column(text_enum(ArtifactType, "artifact_type"))
+    detected_path: Mapped[str] = mapped_column(Text)
+    upstream_url: Mapped[str] = mapped_column(Text)
+    detected_version_sha: Mapped[str] = mapped_column(Text)
+    detected_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    confidence_score: Mapped[float] = mapped_column(Double)
+    status: Mapped[CatalogStatus] = mapped_column(
+        text_enum(CatalogStatus, "status"), server_default=CatalogStatus.NEW.value
+    )
+    imported_at: Mapped[dt.datetime | None]
+
+    source: Mapped[MarketplaceSource] = relationship(back_populates="entries")

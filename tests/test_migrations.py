@@ -1,0 +1,142 @@
+"""The migration chain is reversible and leaves nothing behind.
+
+pytest-alembic's built-in tests (bound to conftest.py) cover a single head,
+upgrade, models matching the DDL, and up/down consistency per revision.
+"""
+
+import hashlib
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+
+from skillmeat.core.database import make_engine
+from skillmeat.core.database.provision import alembic_config, throwaway_database
+
+VERSIONS = Path(__file__).resolve().parents[1] / "alembic" / "versions"
+
+# A released revision is never edited: fixes go forward in a new revision.
+# Add a line here when you add a revision (first 16 hex digits of its sha256);
+# never change an existing one.
+RELEASED_REVISIONS = {
+    "20261127_1800_projects.py": "a0ed614b4ea7092f",
+    "20261127_1805_marketplace_schema.py": "b988e1e35d67ad2c",
+}
+
+# Everything the chain creates outside pg_catalog/information_schema.
+LEFTOVERS = """
+SELECT 'relation ' || n.nspname || '.' || c.relname FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+   AND c.relname NOT IN ('alembic_version', 'alembic_version_pkc')
+UNION ALL
+SELECT 'type ' || n.nspname || '.' || t.typname FROM pg_type t
+  JOIN pg_namespace n ON n.oid = t.typnamespace
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+   AND t.typname NOT IN ('alembic_version', '_alembic_version')
+UNION ALL
+SELECT 'function ' || n.nspname || '.' || p.proname FROM pg_proc p
+  JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+UNION ALL
+SELECT 'policy ' || polname FROM pg_policy
+UNION ALL
+SELECT 'trigger ' || tgname FROM pg_trigger WHERE NOT tgisinternal
+UNION ALL
+SELECT 'schema ' || nspname FROM pg_namespace
+ WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'public')
+   AND nspname NOT LIKE 'pg_temp_%' AND nspname NOT LIKE 'pg_toast_temp_%'
+ORDER BY 1
+"""
+
+
+@pytest.fixture
+def empty_database(pg_server_url: URL) -> Iterator[tuple[URL, Engine]]:
+    with throwaway_database(pg_server_url, prefix="skillmeat_migr") as url:
+        engine = make_engine(url, poolclass=NullPool)
+        try:
+            yield url, engine
+        finally:
+            engine.dispose()
+
+
+def _leftovers(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(text(LEFTOVERS)).scalars())
+
+
+def _schema_dump(url: URL) -> str:
+    pg_dump = shutil.which("pg_dump")
+    if pg_dump is None:
+        pytest.fail("pg_dump is not installed: apt-get install postgresql-client", pytrace=False)
+    result = subprocess.run(
+        [
+            pg_dump,
+            "--schema-only",
+            "--no-owner",
+            "--exclude-table=alembic_version",
+            "--host",
+            url.host or "127.0.0.1",
+            "--port",
+            str(url.port or 5432),
+            "--username",
+            url.username or "postgres",
+            url.database or "",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PGPASSWORD": url.password or "", "PATH": "/usr/bin:/bin"},
+    )
+    # pg_dump 15.14+ wraps the dump in \restrict <random key> lines: not schema.
+    return "\n".join(
+        line
+        for line in result.stdout.splitlines()
+        if not line.startswith(("\\restrict", "\\unrestrict"))
+    )
+
+
+def test_downgrade_base_removes_everything(empty_database: tuple[URL, Engine]) -> None:
+    url, engine = empty_database
+    assert _leftovers(engine) == []
+    config = alembic_config(url)
+    command.upgrade(config, "head")
+    created = _leftovers(engine)
+    assert "relation public.marketplace_catalog_entries" in created
+    assert "function public.skillmeat_set_updated_at" in created
+
+    command.downgrade(config, "base")
+
+    assert _leftovers(engine) == []
+
+
+def test_upgrade_after_downgrade_yields_identical_schema(
+    empty_database: tuple[URL, Engine],
+) -> None:
+    url, _ = empty_database
+    config = alembic_config(url)
+    command.upgrade(config, "head")
+    first = _schema_dump(url)
+    command.downgrade(config, "base")
+    command.upgrade(config, "head")
+    second = _schema_dump(url)
+    assert "CREATE TABLE public.marketplace_catalog_entries" in first
+    assert first == second
+
+
+def test_released_revisions_are_unchanged() -> None:
+    files = sorted(p.name for p in VERSIONS.glob("*.py") if p.name != "__init__.py")
+    assert files == sorted(RELEASED_REVISIONS), (
+        "every revision file must be listed in RELEASED_REVISIONS (and none removed)"
+    )
+    for name, digest in RELEASED_REVISIONS.items():
+        actual = hashlib.sha256((VERSIONS / name).read_bytes()).hexdigest()[:16]
+        assert actual == digest, (
+            f"{name} changed after release: add a new revision instead of editing this one"
+        )
