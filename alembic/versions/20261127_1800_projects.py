@@ -44,7 +44,7 @@ def upgrade() -> None:
         sa.Column("created_at", TIMESTAMPTZ, server_default=sa.text("now()"), nullable=False),
         sa.Column("updated_at", TIMESTAMPTZ, server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_projects"),
-        sa.CheckConstraint("btrim(name) <> ''", name="ck_projects_name_not_blank"),
+        sa.CheckConstraint("btrim(name) <> ''", name=op.f("ck_projects_name_not_blank")),
     )
     op.execute(
         "CREATE TRIGGER trg_projects_updated_at BEFORE UPDATE ON projects "
@@ -63,7 +63,9 @@ def upgrade() -> None:
             name="fk_project_members_project_id_projects",
             ondelete="CASCADE",
         ),
-        sa.CheckConstraint("role IN ('viewer', 'editor', 'owner')", name="ck_project_members_role"),
+        sa.CheckConstraint(
+            "role IN ('viewer', 'editor', 'owner')", name=op.f("ck_project_members_role")
+        ),
     )
     op.create_index("ix_project_members_user_id", "project_members", ["user_id"])
 

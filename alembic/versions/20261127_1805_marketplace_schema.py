@@ -75,21 +75,23 @@ def upgrade() -> None:
             name="fk_marketplace_sources_project_id_projects",
             ondelete="CASCADE",
         ),
-        sa.CheckConstraint(REPO_URL_CHECK, name="ck_marketplace_sources_repo_url_canonical"),
+        sa.CheckConstraint(REPO_URL_CHECK, name=op.f("ck_marketplace_sources_repo_url_canonical")),
         sa.CheckConstraint(
-            "btrim(branch_or_ref) <> ''", name="ck_marketplace_sources_branch_or_ref_not_blank"
+            "btrim(branch_or_ref) <> ''",
+            name=op.f("ck_marketplace_sources_branch_or_ref_not_blank"),
         ),
         sa.CheckConstraint(
-            relative_path_check("root_hint"), name="ck_marketplace_sources_root_hint_relative"
+            relative_path_check("root_hint"), name=op.f("ck_marketplace_sources_root_hint_relative")
         ),
         sa.CheckConstraint(
-            "jsonb_typeof(manual_map) = 'object'", name="ck_marketplace_sources_manual_map_object"
+            "jsonb_typeof(manual_map) = 'object'",
+            name=op.f("ck_marketplace_sources_manual_map_object"),
         ),
         sa.CheckConstraint(
-            "trust_level IN ('signed', 'unsigned')", name="ck_marketplace_sources_trust_level"
+            "trust_level IN ('signed', 'unsigned')", name=op.f("ck_marketplace_sources_trust_level")
         ),
         sa.CheckConstraint(
-            "visibility IN ('private', 'public')", name="ck_marketplace_sources_visibility"
+            "visibility IN ('private', 'public')", name=op.f("ck_marketplace_sources_visibility")
         ),
     )
     op.create_index(
@@ -138,28 +140,28 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint(
             "artifact_type IN ('skill', 'agent', 'command', 'mcp', 'plugin', 'hook', 'bundle')",
-            name="ck_marketplace_catalog_entries_artifact_type",
+            name=op.f("ck_marketplace_catalog_entries_artifact_type"),
         ),
         sa.CheckConstraint(
             "status IN ('new', 'updated', 'removed', 'unchanged')",
-            name="ck_marketplace_catalog_entries_status",
+            name=op.f("ck_marketplace_catalog_entries_status"),
         ),
         sa.CheckConstraint(
             relative_path_check("detected_path"),
-            name="ck_marketplace_catalog_entries_detected_path_relative",
+            name=op.f("ck_marketplace_catalog_entries_detected_path_relative"),
         ),
         sa.CheckConstraint(
             "upstream_url ~ '^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[^[:space:]]*)?$'",
-            name="ck_marketplace_catalog_entries_upstream_url_https",
+            name=op.f("ck_marketplace_catalog_entries_upstream_url_https"),
         ),
         sa.CheckConstraint(
             "btrim(detected_version_sha) <> ''",
-            name="ck_marketplace_catalog_entries_detected_version_sha_not_blank",
+            name=op.f("ck_marketplace_catalog_entries_detected_version_sha_not_blank"),
         ),
         sa.CheckConstraint(
             "confidence_score >= 0 AND confidence_score <= 100 "
             "AND confidence_score::numeric = round(confidence_score::numeric, 2)",
-            name="ck_marketplace_catalog_entries_confidence_score_range",
+            name=op.f("ck_marketplace_catalog_entries_confidence_score_range"),
         ),
     )
     op.create_index(

@@ -2,10 +2,14 @@
 
 from skillmeat.core.database.engine import make_engine, make_session_factory
 from skillmeat.core.database.settings import DEFAULT_DATABASE_URL, DatabaseSettings
+from skillmeat.core.database.tenant import Scope, current_scope, tenant_scope
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "DatabaseSettings",
+    "Scope",
+    "current_scope",
     "make_engine",
     "make_session_factory",
+    "tenant_scope",
 ]

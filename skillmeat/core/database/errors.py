@@ -1,0 +1,51 @@
+"""Turn driver errors into the library's exceptions (one sentence, no driver traceback)."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.exc import DBAPIError
+
+from skillmeat.core.errors import ConstraintViolation, PermissionDenied, SkillmeatError
+
+_CONSTRAINT_STATES = {
+    "23502": "a required value is missing",
+    "23503": "it refers to a row that does not exist",
+    "23505": "it duplicates an existing row",
+    "23514": "a value is outside what the column allows",
+}
+
+
+def sqlstate_of(exc: DBAPIError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None)
+
+
+def translate(exc: DBAPIError) -> SkillmeatError | None:
+    """The library exception for a driver error, or None when it is not the caller's fault."""
+    state = sqlstate_of(exc)
+    diag = getattr(exc.orig, "diag", None)
+    primary = getattr(diag, "message_primary", None) or str(exc.orig).splitlines()[0]
+    if state == "42501":
+        return PermissionDenied(f"permission denied: {primary}")
+    if state in _CONSTRAINT_STATES:
+        constraint = getattr(diag, "constraint_name", None)
+        detail = getattr(diag, "message_detail", None)
+        where = f" ({constraint})" if constraint else ""
+        tail = f": {detail}" if detail else ""
+        return ConstraintViolation(
+            f"refused by the database{where}: {_CONSTRAINT_STATES[state]}{tail}",
+            constraint=constraint,
+            sqlstate=state,
+        )
+    return None
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Re-raise known driver errors as library exceptions, chained to the original."""
+    try:
+        yield
+    except DBAPIError as exc:
+        mapped = translate(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc

@@ -1,0 +1,53 @@
+"""Library exceptions: errors a caller can act on (field, value and what is allowed)."""
+
+
+class SkillmeatError(Exception):
+    """Base of every error the library raises on purpose, so callers can catch them all."""
+
+
+class ValidationFailed(SkillmeatError, ValueError):
+    """Input refused before it reaches the database; `str()` is `<field>: <reason>`."""
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.value = value
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type["ValidationFailed"], tuple[str, object, str]]:
+        # Exception pickles self.args (one string); rebuild from the real arguments.
+        return (type(self), (self.field, self.value, self.reason))
+
+
+class PermissionDenied(SkillmeatError):
+    """The current scope may not do this (SQLSTATE 42501: RLS WITH CHECK or a missing grant)."""
+
+
+class NotFound(SkillmeatError, LookupError):
+    """No row with that id is visible in the current scope (it may exist for another tenant)."""
+
+
+class ConstraintViolation(SkillmeatError, ValueError):
+    """The database refused a value (CHECK, unique, foreign key, not null); names the constraint."""
+
+    def __init__(self, message: str, *, constraint: str | None, sqlstate: str) -> None:
+        super().__init__(message)
+        self.constraint = constraint
+        self.sqlstate = sqlstate
+
+
+class DuplicateSource(ConstraintViolation):
+    """The project already has this repository (compared case-insensitively)."""
+
+    def __init__(self, repo_url: str) -> None:
+        super().__init__(
+            f"repo_url: {repo_url} is already a source of this project "
+            "(GitHub names are compared case-insensitively)",
+            constraint="uq_marketplace_sources_project_id_lower_repo_url",
+            sqlstate="23505",
+        )
+        self.repo_url = repo_url
+
+
+class ScopeError(SkillmeatError):
+    """A repository function was called outside `tenant_scope`, or the scope is misused."""

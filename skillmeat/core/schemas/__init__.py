@@ -1,0 +1,21 @@
+"""Pydantic v2 inputs (validated before the database sees them) and read models."""
+
+from skillmeat.core.schemas.marketplace import (
+    CatalogEntryRead,
+    DetectedArtifact,
+    SourceCreate,
+    SourceRead,
+    SourceUpdate,
+    normalize_repo_url,
+    validate_artifacts,
+)
+
+__all__ = [
+    "CatalogEntryRead",
+    "DetectedArtifact",
+    "SourceCreate",
+    "SourceRead",
+    "SourceUpdate",
+    "normalize_repo_url",
+    "validate_artifacts",
+]

@@ -1,0 +1,457 @@
+"""Validated inputs and read models of marketplace sources and their catalog.
+
+Each rule mirrors a CHECK constraint in `skillmeat.core.models.marketplace`, so bad
+input is refused here with a sentence a person can act on, before PostgreSQL sees it.
+"""
+
+import datetime as dt
+import re
+import unicodedata
+import uuid
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
+
+from skillmeat.core.errors import ValidationFailed
+from skillmeat.core.models.enums import ArtifactType, CatalogStatus, TrustLevel, Visibility
+
+__all__ = [
+    "CatalogEntryRead",
+    "DetectedArtifact",
+    "SourceCreate",
+    "SourceRead",
+    "SourceUpdate",
+    "normalize_repo_url",
+    "validate_artifacts",
+]
+
+_ERROR_TYPE = "skillmeat_invalid"
+
+
+def _refuse(reason: str) -> PydanticCustomError:
+    # The reason goes in as context, not as the template, so braces in a value stay literal.
+    return PydanticCustomError(_ERROR_TYPE, "{reason}", {"reason": reason})
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# --- repository URL ---------------------------------------------------------------
+
+_GITHUB_HOSTS = frozenset({"github.com", "www.github.com"})
+_OWNER_RE = re.compile(r"[A-Za-z0-9](?:-?[A-Za-z0-9])*")
+_REPO_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
+_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_SCP_RE = re.compile(r"([^@/:]+)@([^/:]+):(.*)", re.DOTALL)
+_ALLOWED_URLS = (
+    "https://github.com/<owner>/<repo>, optionally with .git, a trailing slash, http://, "
+    "www. or no scheme, or git@github.com:<owner>/<repo>.git or "
+    "ssh://git@github.com/<owner>/<repo>.git"
+)
+
+
+def normalize_repo_url(value: str) -> str:
+    """Canonical `https://github.com/<owner>/<repo>` of a pasted GitHub repository URL.
+
+    Case is kept (the database compares it case-insensitively); the result is a fixed
+    point. Anything else raises `ValidationFailed` (a `ValueError`) naming what is allowed.
+    """
+
+    def refuse(why: str) -> ValidationFailed:
+        return ValidationFailed("repo_url", value, f"{_show(value)} {why}")
+
+    if not isinstance(value, str):
+        raise refuse(f"is not allowed (must be a string: {_ALLOWED_URLS})")
+    text = value.strip()
+    if not text:
+        raise refuse(f"is not allowed (must be a GitHub repository URL: {_ALLOWED_URLS})")
+    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in text):
+        raise refuse("is not allowed (contains whitespace or control characters)")
+    if "?" in text or "#" in text:
+        raise refuse(
+            "is not allowed (query strings and fragments are refused: "
+            "give https://github.com/<owner>/<repo>)"
+        )
+
+    scheme_match = _SCHEME_RE.match(text)
+    scp_match = None if "://" in text else _SCP_RE.fullmatch(text)
+    if scheme_match:
+        scheme = scheme_match.group(1).lower()
+        authority, _, path = text[scheme_match.end() :].partition("/")
+        if scheme == "ssh":
+            user, at, host = authority.rpartition("@")
+            if not at or user != "git":
+                raise refuse(
+                    "is not allowed (an ssh URL must be ssh://git@github.com/<owner>/<repo>)"
+                )
+        elif scheme in ("http", "https"):
+            host = authority
+        else:
+            raise refuse(f"is not allowed (scheme {scheme}:// is not supported: {_ALLOWED_URLS})")
+    elif scp_match:
+        user, host, path = scp_match.groups()
+        if user != "git":
+            raise refuse("is not allowed (an ssh address must be git@github.com:<owner>/<repo>)")
+    elif "://" in text:
+        raise refuse(f"is not allowed (must be a GitHub repository URL: {_ALLOWED_URLS})")
+    else:
+        host, _, path = text.partition("/")
+
+    if not scheme_match and not scp_match and not path:
+        raise refuse(f"is not allowed (must be a GitHub repository URL: {_ALLOWED_URLS})")
+    if "@" in host:
+        raise refuse("is not allowed (credentials in the URL are refused: give the bare URL)")
+    if ":" in host:
+        raise refuse("is not allowed (a port is refused: the host must be github.com)")
+    if host.lower() not in _GITHUB_HOSTS:
+        raise refuse(f"is not allowed (the host must be github.com, not {host!r})")
+
+    parts = path.rstrip("/").split("/") if path.rstrip("/") else []
+    if "" in parts:
+        raise refuse("is not allowed (the path has an empty segment: give <owner>/<repo>)")
+    if len(parts) < 2:
+        raise refuse("is not allowed (it names no repository: give github.com/<owner>/<repo>)")
+    if len(parts) > 2:
+        raise refuse(
+            "is not allowed (it points inside a repository: give the repository URL "
+            "and put the branch, tag or commit in branch_or_ref)"
+        )
+    owner, repo = parts
+    if repo.lower().endswith(".git"):
+        repo = repo[: -len(".git")]
+    if len(owner) > 39 or not _OWNER_RE.fullmatch(owner):
+        raise refuse(
+            f"is not allowed (owner {owner!r} must be 1-39 letters, digits or single inner hyphens)"
+        )
+    if not _REPO_RE.fullmatch(repo) or repo in (".", "..") or repo.lower().endswith(".git"):
+        raise refuse(
+            f"is not allowed (repository name {repo!r} must be 1-100 of letters, digits, "
+            "'.', '_' or '-', not '.' or '..', and not end in .git)"
+        )
+    return f"https://github.com/{owner}/{repo}"
+
+
+def _repo_url(value: str) -> str:
+    try:
+        return normalize_repo_url(value)
+    except ValidationFailed as exc:
+        raise _refuse(exc.reason) from exc
+
+
+RepoUrl = Annotated[str, AfterValidator(_repo_url)]
+
+
+# --- other column rules ------------------------------------------------------------
+
+# Same expression as the CHECK; \Z because Python's $ also matches before a final newline.
+_DOTDOT_SEGMENT = re.compile(r"(?:^|/)\.\.(?:/|\Z)")
+
+
+def _relative_path(value: str) -> str:
+    if value == "":
+        why = "is empty"
+    elif value.startswith("/"):
+        why = "starts with '/'"
+    elif _DOTDOT_SEGMENT.search(value):
+        why = "has a '..' segment"
+    elif "\x00" in value:
+        why = "contains a NUL character"
+    else:
+        return value
+    raise _refuse(
+        f"{_show(value)} is not allowed ({why}; must be a relative path inside the "
+        "repository such as 'skills/review' or '.' for its root)"
+    )
+
+
+RelativePath = Annotated[str, AfterValidator(_relative_path)]
+
+
+def _branch_or_ref(value: str) -> str:
+    ref = value.strip()
+    if not ref:
+        why = "is blank"
+    elif len(ref) > 255:
+        why = f"has {len(ref)} characters"
+    elif any(c.isspace() or unicodedata.category(c) == "Cc" for c in ref):
+        why = "contains whitespace or control characters"
+    else:
+        return ref
+    raise _refuse(
+        f"{_show(value)} is not allowed ({why}; must be a branch, tag or commit of "
+        "1-255 characters without whitespace, such as 'main' or 'HEAD')"
+    )
+
+
+BranchOrRef = Annotated[str, AfterValidator(_branch_or_ref)]
+
+_ARTIFACT_TYPES = tuple(kind.value for kind in ArtifactType)
+
+
+def _manual_map_shape(value: Any) -> Any:
+    """Check the keys and accept `{"skill": "path"}` for `{"skill": ["path"]}`."""
+    if not isinstance(value, Mapping):
+        raise _refuse(
+            f"{_show(value)} is not allowed (must be a mapping of artifact type to a path "
+            "or a list of paths)"
+        )
+    shaped: dict[Any, Any] = {}
+    for key, paths in value.items():
+        if not isinstance(key, str) or key not in _ARTIFACT_TYPES:
+            raise _refuse(
+                f"manual_map key {_show(key)} is not allowed (must be one of: "
+                f"{', '.join(_ARTIFACT_TYPES)})"
+            )
+        shaped[key] = [paths] if isinstance(paths, str) else paths
+    return shaped
+
+
+def _manual_map_tidy(value: dict[ArtifactType, list[str]]) -> dict[ArtifactType, list[str]]:
+    tidy: dict[ArtifactType, list[str]] = {}
+    for kind, paths in value.items():
+        if not paths:
+            raise _refuse(
+                f"manual_map[{kind.value!r}] is an empty list, which is not allowed (must "
+                "list at least one path, or leave the key out)"
+            )
+        tidy[kind] = list(dict.fromkeys(paths))
+    return tidy
+
+
+ManualMap = Annotated[
+    dict[ArtifactType, list[RelativePath]],
+    BeforeValidator(_manual_map_shape),
+    AfterValidator(_manual_map_tidy),
+]
+
+# Same expression as the CHECK; NUL is refused too (PostgreSQL text cannot hold it).
+_UPSTREAM_URL_RE = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[^\s\x00]*)?")
+
+
+def _upstream_url(value: str) -> str:
+    if _UPSTREAM_URL_RE.fullmatch(value):
+        return value
+    raise _refuse(
+        f"{_show(value)} is not allowed (must be an https:// URL: host of letters, digits, "
+        "'.' or '-', optional port, optional path without whitespace)"
+    )
+
+
+UpstreamUrl = Annotated[str, AfterValidator(_upstream_url)]
+
+
+def _version_sha(value: str) -> str:
+    sha = value.strip()
+    if sha and "\x00" not in sha:
+        return sha
+    raise _refuse(
+        f"{_show(value)} is not allowed (must be a non-blank commit SHA or version "
+        "without NUL characters)"
+    )
+
+
+VersionSha = Annotated[str, AfterValidator(_version_sha)]
+
+_CONFIDENCE_RANGE = "between 0 and 100 with at most two decimals"
+_CONFIDENCE_RULE = f"must be {_CONFIDENCE_RANGE}"
+_HUNDREDTH = Decimal("0.01")
+
+
+def _confidence(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _refuse(f"{_show(value)} is not allowed (must be a number {_CONFIDENCE_RANGE})")
+    # Compared before any float conversion (a huge int would overflow); NaN fails it too.
+    if not 0 <= value <= 100:
+        raise _refuse(f"{_show(value)} is not allowed ({_CONFIDENCE_RULE})")
+    # PostgreSQL casts float8 to numeric through 15 significant digits (DBL_DIG), so the
+    # CHECK accepts 0.1 + 0.2 (0.30000000000000004 -> 0.3) and refuses 12.345; same here.
+    exact = Decimal(f"{value:.15g}")
+    if exact != exact.quantize(_HUNDREDTH):
+        raise _refuse(
+            f"{value!r} is not allowed (has more than two decimals; {_CONFIDENCE_RULE}, "
+            "so round it first)"
+        )
+    return float(exact) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+ConfidenceScore = Annotated[float, BeforeValidator(_confidence)]
+
+
+# --- inputs ------------------------------------------------------------------------
+
+
+def _manual_map_json(manual_map: Mapping[ArtifactType, list[str]]) -> dict[str, list[str]]:
+    return {kind.value: list(paths) for kind, paths in manual_map.items()}
+
+
+class SourceCreate(BaseModel):
+    """A GitHub repository a project registers as a marketplace source."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    project_id: uuid.UUID
+    repo_url: RepoUrl
+    branch_or_ref: BranchOrRef = "HEAD"
+    root_hint: RelativePath | None = None
+    manual_map: ManualMap = Field(default_factory=dict)
+    trust_level: TrustLevel = TrustLevel.UNSIGNED
+    visibility: Visibility = Visibility.PRIVATE
+
+    def manual_map_json(self) -> dict[str, list[str]]:
+        """manual_map with plain string keys, ready for the jsonb column."""
+        return _manual_map_json(self.manual_map)
+
+
+class SourceUpdate(BaseModel):
+    """Changes to a source: a field left out (or None) stays as it is.
+
+    The exception is `root_hint`: sent explicitly as None, it clears the hint (the only
+    nullable column here). Use `changes()` for the column values to assign.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    repo_url: RepoUrl | None = None
+    branch_or_ref: BranchOrRef | None = None
+    root_hint: RelativePath | None = None
+    manual_map: ManualMap | None = None
+    trust_level: TrustLevel | None = None
+    visibility: Visibility | None = None
+
+    def manual_map_json(self) -> dict[str, list[str]] | None:
+        """manual_map with plain string keys (None when not being changed)."""
+        return None if self.manual_map is None else _manual_map_json(self.manual_map)
+
+    def changes(self) -> dict[str, Any]:
+        """Column name -> new value, for the fields that were sent (manual_map as JSON)."""
+        changes: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            if name not in self.model_fields_set:
+                continue
+            value = getattr(self, name)
+            if value is None and name != "root_hint":
+                continue
+            changes[name] = self.manual_map_json() if name == "manual_map" else value
+        return changes
+
+
+class DetectedArtifact(BaseModel):
+    """One artifact a scan found in a source, before it becomes a catalog entry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    artifact_type: ArtifactType
+    detected_path: RelativePath
+    upstream_url: UpstreamUrl
+    detected_version_sha: VersionSha
+    confidence_score: ConfidenceScore
+
+
+def _batch_error(where: str, exc: ValidationError) -> ValidationFailed:
+    error = exc.errors(include_url=False)[0]
+    loc = ".".join(str(part) for part in error["loc"])
+    field = f"{where}.{loc}" if loc else where
+    value = error.get("input")
+    if error["type"] == _ERROR_TYPE:
+        reason = error["msg"]
+    elif error["type"] == "missing":
+        reason = "is missing (the field is required)"
+        value = None
+    elif error["type"] == "extra_forbidden":
+        allowed = ", ".join(DetectedArtifact.model_fields)
+        reason = f"{_show(loc)} is not allowed (unknown field; allowed: {allowed})"
+    else:
+        reason = f"{_show(value)} is not allowed ({error['msg']})"
+    return ValidationFailed(field, value, reason)
+
+
+def validate_artifacts(
+    items: Iterable[DetectedArtifact | Mapping[str, Any]],
+) -> list[DetectedArtifact]:
+    """Validate a scan's batch, refusing it at the first bad item or repeated path.
+
+    Raises `ValidationFailed` whose field reads like `artifacts[3].confidence_score`.
+    """
+    artifacts: list[DetectedArtifact] = []
+    first_index: dict[tuple[ArtifactType, str], int] = {}
+    for index, item in enumerate(items):
+        where = f"artifacts[{index}]"
+        if isinstance(item, DetectedArtifact):
+            artifact = item
+        elif isinstance(item, Mapping):
+            try:
+                artifact = DetectedArtifact.model_validate(dict(item))
+            except ValidationError as exc:
+                raise _batch_error(where, exc) from exc
+        else:
+            raise ValidationFailed(
+                where,
+                item,
+                f"{_show(item)} is not allowed (must be a DetectedArtifact or a mapping "
+                "of its fields)",
+            )
+        key = (artifact.artifact_type, artifact.detected_path)
+        first = first_index.setdefault(key, index)
+        if first != index:
+            raise ValidationFailed(
+                f"{where}.detected_path",
+                artifact.detected_path,
+                f"{_show(artifact.detected_path)} is not allowed (artifacts[{first}] already "
+                f"has it for artifact_type {artifact.artifact_type.value!r}; each type and "
+                "path may appear once per batch)",
+            )
+        artifacts.append(artifact)
+    return artifacts
+
+
+# --- read models -------------------------------------------------------------------
+
+
+class SourceRead(BaseModel):
+    """A stored source, built from a `MarketplaceSource` row."""
+
+    model_config = ConfigDict(from_attributes=True, frozen=True)
+
+    id: uuid.UUID
+    project_id: uuid.UUID
+    repo_url: str
+    branch_or_ref: str
+    root_hint: str | None
+    manual_map: dict[str, list[str]]
+    last_sync: dt.datetime | None
+    last_error: str | None
+    trust_level: TrustLevel
+    visibility: Visibility
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class CatalogEntryRead(BaseModel):
+    """A stored catalog entry, built from a `MarketplaceCatalogEntry` row."""
+
+    model_config = ConfigDict(from_attributes=True, frozen=True)
+
+    id: uuid.UUID
+    source_id: uuid.UUID
+    artifact_type: ArtifactType
+    detected_path: str
+    upstream_url: str
+    detected_version_sha: str
+    detected_at: dt.datetime
+    confidence_score: float
+    status: CatalogStatus
+    imported_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime

@@ -1,0 +1,135 @@
+"""Structural guarantees of the row-level security set-up, read from the catalogs."""
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, text
+
+from skillmeat.core.database.tenant import ADMIN_ROLE, APP_ROLE
+
+TABLES = ["projects", "project_members", "marketplace_sources", "marketplace_catalog_entries"]
+COMMANDS = ["SELECT", "INSERT", "UPDATE", "DELETE"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_rls_enabled_and_forced(connection: Connection, table: str) -> None:
+    enabled, forced = connection.execute(
+        text(
+            "SELECT relrowsecurity, relforcerowsecurity FROM pg_class "
+            "WHERE oid = CAST(:t AS regclass)"
+        ),
+        {"t": f"public.{table}"},
+    ).one()
+    assert (enabled, forced) == (True, True)
+
+
+def _may(connection: Connection, role: str, table: str, command: str) -> bool:
+    """Whether `role` holds `command` on the table, on the table or on any column."""
+    check = "has_table_privilege" if command == "DELETE" else "has_any_column_privilege"
+    return bool(
+        connection.execute(
+            text(f"SELECT {check}(:r, :t, :c)"), {"r": role, "t": f"public.{table}", "c": command}
+        ).scalar_one()
+    )
+
+
+def _policies(connection: Connection, table: str) -> list[tuple[str, str, list[str], str, str]]:
+    return [
+        (row.policyname, row.cmd, list(row.roles), row.qual, row.with_check)
+        for row in connection.execute(
+            text(
+                "SELECT policyname, cmd, roles::text[] AS roles, qual, with_check, permissive "
+                "FROM pg_policies WHERE schemaname = 'public' AND tablename = :t"
+            ),
+            {"t": table},
+        )
+    ]
+
+
+@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_granted_command_has_a_policy_per_role(
+    connection: Connection, table: str, command: str
+) -> None:
+    policies = _policies(connection, table)
+    for role in (APP_ROLE, ADMIN_ROLE):
+        granted = _may(connection, role, table, command)
+        covering = [name for name, cmd, roles, _, _ in policies if cmd == command and role in roles]
+        if role == ADMIN_ROLE:
+            assert granted, f"{role} lacks {command} on {table}"
+        if granted:
+            assert covering, f"{role} may {command} {table} but no policy covers it"
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_policies_name_their_roles_and_update_checks_both_sides(
+    connection: Connection, table: str
+) -> None:
+    for name, cmd, roles, qual, with_check in _policies(connection, table):
+        assert "public" not in roles, f"{name} applies to PUBLIC"
+        assert set(roles) <= {APP_ROLE, ADMIN_ROLE, "skillmeat_definer"}, name
+        if cmd == "UPDATE":
+            assert qual and with_check, f"{name} needs USING and WITH CHECK"
+
+
+def test_security_definer_helpers_pin_search_path(connection: Connection) -> None:
+    rows = connection.execute(
+        text(
+            "SELECT p.proname, p.prosecdef, p.proconfig, r.rolname, l.lanname "
+            "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "JOIN pg_roles r ON r.oid = p.proowner JOIN pg_language l ON l.oid = p.prolang "
+            "WHERE n.nspname = 'skillmeat_private'"
+        )
+    ).all()
+    assert {row.proname for row in rows} == {
+        "current_user_id",
+        "member_project_ids",
+        "member_source_ids",
+    }
+    for row in rows:
+        assert row.proconfig == ["search_path=pg_catalog, pg_temp"], row.proname
+        assert row.lanname == "plpgsql", row.proname
+        if row.prosecdef:
+            assert row.rolname == "skillmeat_definer", row.proname
+
+
+@pytest.mark.parametrize("role", [APP_ROLE, ADMIN_ROLE, "skillmeat_definer"])
+def test_roles_are_plain_and_own_nothing(connection: Connection, role: str) -> None:
+    attrs = connection.execute(
+        text("SELECT rolsuper, rolbypassrls, rolcanlogin FROM pg_roles WHERE rolname = :r"),
+        {"r": role},
+    ).one()
+    assert tuple(attrs) == (False, False, False)
+    owned = connection.execute(
+        text(
+            "SELECT count(*) FROM ("
+            " SELECT relowner AS o FROM pg_class UNION ALL SELECT proowner FROM pg_proc"
+            "  WHERE proowner <> 0 AND :r <> 'skillmeat_definer'"
+            " UNION ALL SELECT nspowner FROM pg_namespace UNION ALL SELECT typowner FROM pg_type"
+            ") x WHERE o = (SELECT oid FROM pg_roles WHERE rolname = :r)"
+        ),
+        {"r": role},
+    ).scalar_one()
+    assert owned == 0
+    for schema in ("public", "skillmeat_private"):
+        may_create = connection.execute(
+            text("SELECT has_schema_privilege(:r, :s, 'CREATE')"), {"r": role, "s": schema}
+        ).scalar_one()
+        assert may_create is False, f"{role} may create objects in {schema}"
+
+
+def test_definer_can_only_read_memberships_and_sources(connection: Connection) -> None:
+    for table in TABLES:
+        for command in ("INSERT", "UPDATE", "DELETE"):
+            assert not _may(connection, "skillmeat_definer", table, command)
+
+
+def test_bundled_policies_match_the_newest_frozen_revision() -> None:
+    bundled = (ROOT / "skillmeat" / "core" / "database" / "rls_policies.sql").read_text()
+    frozen = sorted((ROOT / "alembic" / "versions").glob("*.sql"))
+    assert frozen, "no revision carries a frozen copy of rls_policies.sql"
+    assert bundled == frozen[-1].read_text(), (
+        "rls_policies.sql differs from the copy its newest revision applies: add a new "
+        "revision carrying the new file (a released revision is never edited)"
+    )

@@ -1,0 +1,162 @@
+"""tenant_scope: the library's way in, and what it leaves behind on pooled connections."""
+
+import secrets
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
+
+from skillmeat.core.database import make_engine, make_session_factory, tenant_scope
+from skillmeat.core.errors import PermissionDenied, ScopeError
+from tests.rls_world import World, build_world
+
+NEW_SOURCE = (
+    "INSERT INTO marketplace_sources (project_id, repo_url) "
+    "VALUES (:p, 'https://github.com/scope/test') RETURNING id"
+)
+
+
+@pytest.fixture
+def world(session: Session) -> World:
+    return build_world(session.connection())
+
+
+def _identity(session: Session) -> tuple[str, str | None]:
+    role, user = session.execute(
+        text("SELECT current_setting('role'), current_setting('skillmeat.user_id', true)")
+    ).one()
+    return role, user
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"user_id": uuid.uuid4(), "admin": True}, {"user_id": str(uuid.uuid4())}],
+    ids=["neither", "both", "string-id"],
+)
+def test_scope_needs_exactly_one_identity(session: Session, kwargs: dict[str, object]) -> None:
+    with pytest.raises(ScopeError), tenant_scope(session, **kwargs):  # type: ignore[arg-type]
+        pass
+
+
+def test_member_scope_sees_own_project_only(session: Session, world: World) -> None:
+    with tenant_scope(session, user_id=world.a.members["viewer"]):
+        ids = session.execute(text("SELECT id FROM projects")).scalars().all()
+    assert ids == [world.a.project]
+
+
+def test_admin_scope_sees_every_project(session: Session, world: World) -> None:
+    with tenant_scope(session, admin=True):
+        ids = set(session.execute(text("SELECT id FROM projects")).scalars())
+    assert {world.a.project, world.b.project} <= ids
+
+
+def test_scope_commits_on_success_and_restores_identity(session: Session, world: World) -> None:
+    before = _identity(session)
+    with tenant_scope(session, user_id=world.a.members["editor"]):
+        assert _identity(session) == ("skillmeat_app", str(world.a.members["editor"]))
+        created = session.execute(text(NEW_SOURCE), {"p": world.a.project}).scalar_one()
+    assert _identity(session) == before
+    found = session.execute(
+        text("SELECT count(*) FROM marketplace_sources WHERE id = :s"), {"s": created}
+    ).scalar_one()
+    assert found == 1
+
+
+def test_refusal_is_a_library_error_and_rolls_back(session: Session, world: World) -> None:
+    with pytest.raises(PermissionDenied, match="row-level security"):  # noqa: SIM117
+        with tenant_scope(session, user_id=world.a.members["editor"]):
+            session.execute(
+                text("UPDATE marketplace_sources SET branch_or_ref = 'dev' WHERE id = :s"),
+                {"s": world.a.source},
+            )
+            session.execute(text(NEW_SOURCE), {"p": world.b.project})
+    assert _identity(session)[0] == "none"
+    ref = session.execute(
+        text("SELECT branch_or_ref FROM marketplace_sources WHERE id = :s"), {"s": world.a.source}
+    ).scalar_one()
+    assert ref == "HEAD"
+
+
+def test_scopes_do_not_nest(session: Session, world: World) -> None:
+    with tenant_scope(session, admin=True), pytest.raises(ScopeError):  # noqa: SIM117
+        with tenant_scope(session, user_id=world.a.members["viewer"]):
+            pass
+
+
+# --- Pooled connections: committed data, real transactions, a pool of one.
+
+
+@pytest.fixture
+def committed_world(engine: Engine) -> Iterator[World]:
+    with engine.begin() as conn:
+        world = build_world(conn)
+    yield world
+    with engine.begin() as conn:
+        conn.execute(
+            text("DELETE FROM projects WHERE id IN (:a, :b)"),
+            {"a": world.a.project, "b": world.b.project},
+        )
+
+
+def test_pool_of_one_alternating_users_never_leaks(
+    database_url: URL, committed_world: World
+) -> None:
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    sessions = make_session_factory(engine)
+    try:
+        pids = set()
+        for turn in range(6):
+            tenant = committed_world.a if turn % 2 == 0 else committed_world.b
+            with sessions() as session:
+                with tenant_scope(session, user_id=tenant.members["viewer"]):
+                    pids.add(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+                    seen = session.execute(text("SELECT id FROM projects")).scalars().all()
+                assert seen == [tenant.project]
+                # The next transaction on this connection carries nothing over.
+                role, user = _identity(session)
+                assert (role, user or "") == ("none", "")
+                session.rollback()
+            with sessions() as session, session.begin():
+                # A stale scope: the role without an identity, as a buggy caller would.
+                session.execute(text("SET LOCAL ROLE skillmeat_app"))
+                leaked = session.execute(text("SELECT count(*) FROM projects")).scalar_one()
+                assert leaked == 0
+        assert len(pids) == 1, "the test must reuse one pooled connection"
+    finally:
+        engine.dispose()
+
+
+def test_deployment_login_role_touches_nothing_without_a_scope(
+    database_url: URL, engine: Engine, committed_world: World
+) -> None:
+    """The login role wiring from docs/security.md: NOINHERIT member of both roles."""
+    login = "skillmeat_test_login"
+    password = secrets.token_hex(8)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "DO $$ BEGIN CREATE ROLE skillmeat_test_login LOGIN NOINHERIT; "
+                "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+            )
+        )
+        conn.execute(text(f"ALTER ROLE {login} PASSWORD '{password}'"))
+        conn.execute(text(f"GRANT skillmeat_app, skillmeat_admin TO {login}"))
+    as_login = make_engine(database_url.set(username=login, password=password), poolclass=NullPool)
+    try:
+        with as_login.connect() as conn, pytest.raises(DBAPIError) as refused:
+            conn.execute(text("SELECT count(*) FROM projects"))
+        assert getattr(refused.value.orig, "sqlstate", None) == "42501"
+        with make_session_factory(as_login)() as session:
+            with tenant_scope(session, user_id=committed_world.b.members["owner"]):
+                seen = session.execute(text("SELECT id FROM projects")).scalars().all()
+            assert seen == [committed_world.b.project]
+            with tenant_scope(session, admin=True):
+                total = session.execute(text("SELECT count(*) FROM projects")).scalar_one()
+            assert total >= 2
+    finally:
+        as_login.dispose()
