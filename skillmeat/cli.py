@@ -21,10 +21,7 @@ from skillmeat.core.database.provision import (
     database_exists,
     upgrade_to_head,
 )
-
-
-class CommandError(Exception):
-    """A failure the user can act on; printed as one line."""
+from skillmeat.tools import CommandError
 
 
 def _url(args: argparse.Namespace) -> URL:
@@ -98,7 +95,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "current", help="show the database's revision and whether it is at head"
     ).set_defaults(func=cmd_current)
+    _add_tool_commands(sub)
     return parser
+
+
+def _add_tool_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """The DBA and newcomer tools; each module has add_arguments(parser) and run(args)."""
+    from skillmeat.tools import bench_queries, bench_sync, demo, explain
+
+    explain_parser = sub.add_parser(
+        "explain", help="run each named query path as the app role and show its plan"
+    )
+    explain.add_arguments(explain_parser)
+    explain_parser.set_defaults(func=explain.run)
+
+    bench = sub.add_parser("bench", help="measure the query paths or the catalog sync")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    queries_parser = bench_sub.add_parser(
+        "queries", help="median time of each path under RLS vs an explicit filter"
+    )
+    bench_queries.add_arguments(queries_parser)
+    queries_parser.set_defaults(func=bench_queries.run)
+    sync_parser = bench_sub.add_parser("sync", help="sync_catalog against COPY of the same rows")
+    bench_sync.add_arguments(sync_parser)
+    sync_parser.set_defaults(func=bench_sync.run)
+
+    demo_parser = sub.add_parser(
+        "demo", help="two projects, two real catalogs, and what each user can see"
+    )
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(func=demo.run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
