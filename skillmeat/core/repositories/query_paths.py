@@ -145,6 +145,11 @@ def uuid_array(ids: Sequence[uuid.UUID]) -> BindParameter[Any]:
     return bindparam(None, list(ids), type_=array_type)
 
 
+def any_uuid(ids: Sequence[uuid.UUID]) -> ColumnElement[Any]:
+    """`= ANY(:uuid[])`: one parameter and one plan whatever the number of ids."""
+    return any_(uuid_array(ids))
+
+
 def _in(column: Any, values: list[str]) -> ColumnElement[bool]:
     # One value: plain equality, which every index and plan handles best.
     condition: ColumnElement[bool] = column == values[0] if len(values) == 1 else column.in_(values)
