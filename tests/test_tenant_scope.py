@@ -160,3 +160,5 @@ def test_deployment_login_role_touches_nothing_without_a_scope(
             assert total >= 2
     finally:
         as_login.dispose()
+        with engine.begin() as conn:  # a LOGIN member of skillmeat_admin must not outlive the test
+            conn.execute(text(f"DROP ROLE IF EXISTS {login}"))
