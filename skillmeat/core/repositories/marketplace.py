@@ -256,6 +256,14 @@ def mark_imported(session: Session, entry_ids: Iterable[uuid.UUID]) -> list[uuid
     if not ids:
         return []
     with translated_errors():
+        # Serialize with sync_catalog on the sources (FOR SHARE conflicts with its
+        # FOR NO KEY UPDATE): a rescan never decides a status from a stale import.
+        session.execute(
+            select(Source.id)
+            .where(Source.id.in_(select(Entry.source_id).where(Entry.id == paths.any_uuid(ids))))
+            .order_by(Source.id)
+            .with_for_update(read=True)
+        ).all()
         marked = session.execute(
             update(Entry)
             .where(Entry.id == paths.any_uuid(ids), Entry.status != CatalogStatus.REMOVED.value)
@@ -297,64 +305,84 @@ def _lock_source(session: Session, source_id: uuid.UUID) -> None:
         )
 
 
-# One statement applies a whole rescan. `stage` is the scan, unnested from five
-# array parameters (no temporary table, no statement per artifact); `prior` is the
-# catalog before it, read from the same snapshot, to count what changed.
-_SYNC_SQL = text(
-    """
-WITH stage AS MATERIALIZED (
-    SELECT * FROM unnest(
-        CAST(:types AS text[]), CAST(:paths AS text[]), CAST(:urls AS text[]),
-        CAST(:shas AS text[]), CAST(:scores AS double precision[])
-    ) AS s(artifact_type, detected_path, upstream_url, detected_version_sha, confidence_score)
+# A rescan takes the same handful of statements whatever its size: the scan is
+# COPYed into a temporary table (about 40 ms for 20,000 rows here, against 220 ms
+# to bind them as five array parameters), then one statement applies it and one
+# soft-removes what it did not stamp.
+#
+# `known` pairs each detected artifact with its catalog row and decides its
+# status, once. Existing rows are updated by primary key, new ones inserted (ON
+# CONFLICT guards against a concurrent manual insert). Every detected row gets
+# one clock_timestamp() as detected_at; the removal statement then needs no
+# anti-join, whose plan depends on fresh statistics (a nested-loop anti-join
+# took 40 s for 20,000 rows on a new table).
+_STAGE_COLUMNS = (
+    "artifact_type, detected_path, upstream_url, detected_version_sha, confidence_score"
+)
+_STAGE_TABLE = (
+    "CREATE TEMPORARY TABLE {name} (artifact_type text NOT NULL, detected_path text NOT NULL, "
+    "upstream_url text NOT NULL, detected_version_sha text NOT NULL, "
+    "confidence_score double precision NOT NULL) ON COMMIT DROP"
+)
+_SYNC_APPLY = """
+WITH known AS MATERIALIZED (
+    SELECT s.*, e.id AS entry_id, e.status AS old_status, e.detected_version_sha AS old_sha,
+           CASE
+               WHEN e.id IS NULL THEN 'new'                       -- not in the catalog yet
+               WHEN e.imported_at IS NULL THEN 'new'              -- new until imported
+               WHEN e.status = 'updated' THEN 'updated'           -- until imported again
+               WHEN e.detected_version_sha <> s.detected_version_sha THEN 'updated'
+               ELSE 'unchanged'
+           END AS status
+      FROM {stage} s
+      LEFT JOIN marketplace_catalog_entries e
+        ON e.source_id = :source_id
+       AND e.artifact_type = s.artifact_type
+       AND e.detected_path = s.detected_path
 ),
-prior AS MATERIALIZED (
-    SELECT artifact_type, detected_path, status, detected_version_sha
-      FROM marketplace_catalog_entries
-     WHERE source_id = :source_id
+refreshed AS (
+    UPDATE marketplace_catalog_entries e
+       SET upstream_url = k.upstream_url,
+           detected_version_sha = k.detected_version_sha,
+           confidence_score = k.confidence_score,
+           detected_at = :stamp,
+           status = k.status
+      FROM known k
+     WHERE e.id = k.entry_id AND e.source_id = :source_id
+    RETURNING 1
 ),
-upserted AS (
+inserted AS (
     INSERT INTO marketplace_catalog_entries AS e (
         source_id, artifact_type, detected_path, upstream_url, detected_version_sha,
         confidence_score, detected_at, status)
-    SELECT :source_id, s.artifact_type, s.detected_path, s.upstream_url,
-           s.detected_version_sha, s.confidence_score, now(), 'new'
-      FROM stage s
+    SELECT :source_id, k.artifact_type, k.detected_path, k.upstream_url,
+           k.detected_version_sha, k.confidence_score, :stamp, 'new'
+      FROM known k
+     WHERE k.entry_id IS NULL
     ON CONFLICT ON CONSTRAINT uq_marketplace_catalog_entries_source_type_path DO UPDATE SET
         upstream_url = excluded.upstream_url,
         detected_version_sha = excluded.detected_version_sha,
         confidence_score = excluded.confidence_score,
-        detected_at = excluded.detected_at,
-        status = CASE
-            WHEN e.imported_at IS NULL THEN 'new'            -- new until imported
-            WHEN e.status = 'updated' THEN 'updated'         -- until imported again
-            WHEN e.detected_version_sha <> excluded.detected_version_sha THEN 'updated'
-            ELSE 'unchanged'
-        END
-    RETURNING e.artifact_type, e.detected_path, e.status, e.detected_version_sha,
-              (e.xmax = 0) AS inserted
-),
-removed AS (
-    UPDATE marketplace_catalog_entries e
-       SET status = 'removed'
-     WHERE e.source_id = :source_id
-       AND e.status <> 'removed'
-       AND NOT EXISTS (SELECT 1 FROM stage s
-                        WHERE s.artifact_type = e.artifact_type
-                          AND s.detected_path = e.detected_path)
-    RETURNING 1
+        detected_at = excluded.detected_at
+    RETURNING (e.xmax = 0) AS fresh
 ),
 synced AS (
     UPDATE marketplace_sources SET last_sync = now(), last_error = NULL
      WHERE id = :source_id
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM upserted WHERE inserted) AS inserted,
-       (SELECT count(*) FROM upserted u
-          JOIN prior p USING (artifact_type, detected_path)
-         WHERE u.status <> p.status OR u.detected_version_sha <> p.detected_version_sha)
-       + (SELECT count(*) FROM removed) AS changed,
+SELECT (SELECT count(*) FROM inserted WHERE fresh) AS inserted,
+       (SELECT count(*) FROM known
+         WHERE old_status IS NOT NULL
+           AND (status <> old_status OR detected_version_sha <> old_sha)) AS changed,
+       (SELECT count(*) FROM refreshed) AS refreshed,
        (SELECT count(*) FROM synced) AS synced
+"""
+
+_SYNC_REMOVE = text(
+    """
+UPDATE marketplace_catalog_entries SET status = 'removed'
+ WHERE source_id = :source_id AND status <> 'removed' AND detected_at <> :stamp
 """
 )
 
@@ -372,16 +400,31 @@ def sync_catalog(
     """
     current_scope(session)
     batch = validate_artifacts(artifacts)
-    columns: dict[str, list[Any]] = {"types": [], "paths": [], "urls": [], "shas": [], "scores": []}
-    for artifact in batch:
-        columns["types"].append(artifact.artifact_type.value)
-        columns["paths"].append(artifact.detected_path)
-        columns["urls"].append(artifact.upstream_url)
-        columns["shas"].append(artifact.detected_version_sha)
-        columns["scores"].append(artifact.confidence_score)
+    stage = f"skillmeat_sync_{uuid.uuid4().hex}"
     with translated_errors(), session.begin_nested():
         _lock_source(session, source_id)
-        written = session.execute(_SYNC_SQL, {"source_id": source_id, **columns}).one()
+        stamp = session.execute(text("SELECT clock_timestamp()")).scalar_one()
+        session.execute(text(_STAGE_TABLE.format(name=stage)))
+        _copy_rows(
+            session,
+            f"COPY {stage} ({_STAGE_COLUMNS}) FROM STDIN (FORMAT BINARY)",
+            ["text", "text", "text", "text", "float8"],
+            (
+                (
+                    a.artifact_type.value,
+                    a.detected_path,
+                    a.upstream_url,
+                    a.detected_version_sha,
+                    a.confidence_score,
+                )
+                for a in batch
+            ),
+        )
+        params = {"source_id": source_id, "stamp": stamp}
+        written = session.execute(text(_SYNC_APPLY.format(stage=stage)), params).one()
+        removal = session.execute(_SYNC_REMOVE, params)
+        removed: int = removal.rowcount  # type: ignore[attr-defined]
+        session.execute(text(f"DROP TABLE {stage}"))
         by_status: dict[str, int] = dict(
             session.execute(
                 select(Entry.status, text("count(*)"))
@@ -395,11 +438,22 @@ def sync_catalog(
         removed=by_status.get(CatalogStatus.REMOVED, 0),
         unchanged=by_status.get(CatalogStatus.UNCHANGED, 0),
         inserted=written.inserted,
-        changed=written.changed,
+        changed=written.changed + removed,
     )
 
 
 # --- helpers ------------------------------------------------------------------------
+
+
+def _copy_rows(
+    session: Session, copy_sql: str, types: list[str], rows: Iterable[tuple[Any, ...]]
+) -> None:
+    """Stream rows through COPY on the session's own connection (and transaction)."""
+    raw = session.connection().connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:  # type: ignore[union-attr]
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
 
 
 def _check_limit(limit: int) -> None:
