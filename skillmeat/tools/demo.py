@@ -1,13 +1,139 @@
-"""`skillmeat-db ...`: not implemented yet."""
+"""`skillmeat-db demo`: the library end to end on the configured database.
+
+Two projects, three users, two real catalogs (bundled snapshots of public
+repositories, each synced at an old and a new commit), what each user sees, and
+a foreign write being refused. The demo's projects are deleted afterwards unless
+--keep is given.
+"""
 
 import argparse
+import uuid
+from dataclasses import dataclass
 
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from skillmeat.core.database import (
+    DatabaseSettings,
+    make_engine,
+    make_session_factory,
+    tenant_scope,
+)
+from skillmeat.core.database.provision import database_exists
+from skillmeat.core.errors import PermissionDenied
+from skillmeat.core.models import CatalogStatus
+from skillmeat.core.repositories import marketplace as repo
+from skillmeat.core.schemas.marketplace import SourceCreate
+from skillmeat.data import load_snapshot, snapshot_pairs
 from skillmeat.tools import CommandError
 
 
+@dataclass
+class DemoProject:
+    name: str
+    repo: str
+    id: uuid.UUID | None = None
+    source_id: uuid.UUID | None = None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--keep", action="store_true", help="keep the demo's projects")
+
+
+def _members(session: Session, project: uuid.UUID, roles: dict[str, uuid.UUID]) -> None:
+    for role, user in roles.items():
+        session.execute(
+            text("INSERT INTO project_members (project_id, user_id, role) VALUES (:p, :u, :r)"),
+            {"p": project, "u": user, "r": role},
+        )
 
 
 def run(args: argparse.Namespace) -> None:
-    raise CommandError("not implemented yet")
+    url = make_url(args.url or DatabaseSettings().database_url)
+    if not database_exists(url):
+        raise CommandError(f"database {url.database!r} does not exist: run `skillmeat-db upgrade`")
+    engine = make_engine(url)
+    sessions = make_session_factory(engine)
+    pairs = snapshot_pairs()
+    projects = [
+        DemoProject("demo: skills team", "anthropics/skills"),
+        DemoProject("demo: claude-code team", "anthropics/claude-code"),
+    ]
+    users = {"alice": uuid.uuid4(), "bob": uuid.uuid4(), "carol": uuid.uuid4()}
+    roles = [
+        {"owner": users["alice"], "viewer": users["carol"]},
+        {"editor": users["bob"], "viewer": users["carol"]},
+    ]
+    try:
+        with sessions() as session, tenant_scope(session, admin=True):
+            for project, members in zip(projects, roles, strict=True):
+                project.id = session.execute(
+                    text("INSERT INTO projects (name) VALUES (:n) RETURNING id"),
+                    {"n": project.name},
+                ).scalar_one()
+                _members(session, project.id, members)
+        print("1. As admin: two projects; alice owns the first, bob edits the second,")
+        print("   carol views both.\n")
+
+        writers = [users["alice"], users["bob"]]
+        for project, writer in zip(projects, writers, strict=True):
+            assert project.id is not None
+            old_file, new_file = pairs[project.repo]
+            with sessions() as session, tenant_scope(session, user_id=writer):
+                source = repo.create_source(
+                    session,
+                    SourceCreate(
+                        project_id=project.id, repo_url=f"git@github.com:{project.repo}.git"
+                    ),
+                )
+                project.source_id = source.id
+                first = repo.sync_catalog(session, source.id, load_snapshot(old_file).artifacts)
+            with sessions() as session, tenant_scope(session, user_id=writer):
+                page = repo.list_entries(session, source.id, limit=500)
+                repo.mark_imported(session, [entry.id for entry in page.items])
+            with sessions() as session, tenant_scope(session, user_id=writer):
+                second = repo.sync_catalog(session, source.id, load_snapshot(new_file).artifacts)
+            print(f"2. {project.repo}: registered as {source.repo_url}")
+            print(f"   old commit: {first.inserted} artifacts, all imported;")
+            print(
+                f"   new commit: {second.new} new, {second.updated} updated, "
+                f"{second.removed} removed, {second.unchanged} unchanged\n"
+            )
+
+        print("3. What each user sees (row-level security, no WHERE clause in the query):\n")
+        print(f"   {'user':<7}{'projects':>9}{'sources':>9}{'entries':>9}{'new':>6}{'updated':>9}")
+        for name, user in users.items():
+            with sessions() as session, tenant_scope(session, user_id=user):
+                counts = repo.catalog_counts(session)
+                seen_projects = session.execute(text("SELECT count(*) FROM projects")).scalar_one()
+            total = sum(n for per in counts.values() for n in per.values())
+            by_status = {
+                status: sum(
+                    n for per in counts.values() for (_, s), n in per.items() if s == status
+                )
+                for status in (CatalogStatus.NEW, CatalogStatus.UPDATED)
+            }
+            print(
+                f"   {name:<7}{seen_projects:>9}{len(counts):>9}{total:>9}"
+                f"{by_status[CatalogStatus.NEW]:>6}{by_status[CatalogStatus.UPDATED]:>9}"
+            )
+
+        print("\n4. bob (editor of the second project) syncs into alice's source:")
+        target = projects[0].source_id
+        assert target is not None
+        try:
+            with sessions() as session, tenant_scope(session, user_id=users["bob"]):
+                repo.sync_catalog(session, target, [])
+        except PermissionDenied as refused:
+            print(f"   refused: {refused}")
+        else:  # pragma: no cover - would be a security bug
+            raise CommandError("a foreign write was NOT refused: check the RLS policies")
+    finally:
+        if not args.keep:
+            with sessions() as session, tenant_scope(session, admin=True):
+                ids = [p.id for p in projects if p.id is not None]
+                for project_id in ids:
+                    session.execute(text("DELETE FROM projects WHERE id = :p"), {"p": project_id})
+            print("\nThe demo's projects were deleted (run with --keep to keep them).")
+        engine.dispose()

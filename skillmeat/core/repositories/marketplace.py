@@ -279,6 +279,10 @@ def record_sync_failure(session: Session, source_id: uuid.UUID, message: str) ->
     current_scope(session)
     if not message.strip():
         raise ValidationFailed("message", message, "must say why the scan failed (not blank)")
+    if "\x00" in message:
+        raise ValidationFailed(
+            "message", message, "contains a NUL character, which PostgreSQL text cannot hold"
+        )
     with translated_errors():
         _lock_source(session, source_id)
         session.execute(

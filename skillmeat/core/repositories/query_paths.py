@@ -10,6 +10,7 @@ import base64
 import binascii
 import datetime as dt
 import json
+import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -91,12 +92,21 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, uuid.UUID]:
             key = None if key is None else dt.datetime.fromisoformat(key)
         elif sort == EntrySort.CONFIDENCE:
             key = float(key)
-        elif sort == EntrySort.PATH and not isinstance(key, str):
-            raise TypeError("path key must be text")
-        return key, uuid.UUID(data["i"])
+        if isinstance(key, float) and not math.isfinite(key):
+            raise ValueError("confidence key must be finite")
+        if sort == EntrySort.PATH and (not isinstance(key, str) or "\x00" in key):
+            raise TypeError("path key must be text without NUL")
+        return key, uuid.UUID(str(data["i"]))
     except ValidationFailed:
         raise
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        binascii.Error,
+        UnicodeDecodeError,
+    ) as exc:
         raise ValidationFailed(
             "cursor", cursor, f"{cursor[:40]!r} is not a cursor returned by this listing"
         ) from exc
