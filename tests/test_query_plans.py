@@ -44,29 +44,22 @@ ENTRIES_BY_SOURCE = {
 # The index that serves each path (docs/performance.md gives the reasons).
 SERVING_INDEX: dict[str, set[str]] = {
     "1": {"uq_marketplace_catalog_entries_source_type_path"},
-    "2": {"ix_marketplace_catalog_entries_source_id_status"},
+    # The partial index of new/updated entries, in path order.
+    "2": {"ix_marketplace_catalog_entries_source_id_detected_path_id"},
     "3": {"ix_marketplace_catalog_entries_source_id_confidence_score_id"},
     "3b": {"ix_marketplace_catalog_entries_source_id_confidence_score_id"},
     # No index holds (artifact_type, status): any index on source_id reads the same rows.
     "4": ENTRIES_BY_SOURCE,
     "5": {"ix_marketplace_sources_project_id_last_sync"},
-    "6": {"ix_marketplace_catalog_entries_source_id_status"},
+    "6": {
+        "ix_marketplace_catalog_entries_source_id_status",
+        "ix_marketplace_catalog_entries_source_id_detected_path_id",
+    },
     "7": {"ix_marketplace_sources_last_sync"},
 }
 # Paths whose LIMIT stops after a page of index entries: no Sort node at all.
 IN_INDEX_ORDER = {"3", "3b"}
 
-# Path 2 under RLS: the policy's `source_id = ANY ($0)` next to `source_id = $1` makes
-# the planner estimate about one row, and at one row the status `= ANY` index condition
-# (one more index descent per value) costs more than a filter: the plan reads every
-# entry of the source. Deterministic; a partial index (and, for the generic plan, the
-# statuses as literals) fixes it (docs/performance.md, 'Proposed changes').
-# Strict: once fixed, these cases turn red until the marker is removed.
-PATH_2_LOSES_STATUS = pytest.mark.xfail(
-    reason="under RLS path 2 filters status instead of using it as an index condition "
-    "(docs/performance.md, 'Known plan problems')",
-    strict=True,
-)
 # Path 3 on the largest source (3.6k entries among 4k sources): the same misestimate
 # (~12 rows) puts "bitmap scan + sort of the whole source" within 2% of the ordered
 # index scan (cost 91.6 against 92.7), so ANALYZE's sample decides. Not strict: the
@@ -196,9 +189,6 @@ def _generic_cases(*marked: tuple[str, pytest.MarkDecorator]) -> list[object]:
 # --- the plans --------------------------------------------------------------------------
 
 
-LOSES = ("2", None, PATH_2_LOSES_STATUS)
-
-
 @pytest.mark.parametrize(("path", "kind"), _cases())
 def test_no_seq_scan_of_the_big_tables(
     plans_of: Callable[[NamedPath, str], PathPlans], path: NamedPath, kind: str
@@ -206,14 +196,14 @@ def test_no_seq_scan_of_the_big_tables(
     _check_no_seq_scan(plans_of(path, kind))
 
 
-@pytest.mark.parametrize(("path", "kind"), _cases(LOSES))
+@pytest.mark.parametrize(("path", "kind"), _cases())
 def test_rls_keeps_the_index_conditions_of_the_plan_without_rls(
     plans_of: Callable[[NamedPath, str], PathPlans], path: NamedPath, kind: str
 ) -> None:
     _check_index_conditions(plans_of(path, kind))
 
 
-@pytest.mark.parametrize(("path", "kind"), _cases(LOSES))
+@pytest.mark.parametrize(("path", "kind"), _cases())
 def test_rls_plan_reads_the_index_that_serves_the_path(
     plans_of: Callable[[NamedPath, str], PathPlans], path: NamedPath, kind: str
 ) -> None:
@@ -235,7 +225,7 @@ def test_policy_applies_and_is_an_index_condition(
     _check_policy(plans_of(path, kind))
 
 
-@pytest.mark.parametrize("path", _generic_cases(("2", PATH_2_LOSES_STATUS)))
+@pytest.mark.parametrize("path", _generic_cases())
 def test_generic_plans_meet_the_same_checks(
     plans_of: Callable[[NamedPath, str], PathPlans], path: NamedPath
 ) -> None:

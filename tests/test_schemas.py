@@ -278,6 +278,10 @@ def test_branch_or_ref_is_stripped_and_checked() -> None:
         ("skills/../../etc", "has a '..' segment"),
         ("skills/..", "has a '..' segment"),
         ("a\x00b", "contains a NUL character"),
+        ("a//b", "has an empty or '.' segment"),
+        ("skills/x/", "has an empty or '.' segment"),
+        ("./x", "has an empty or '.' segment"),
+        ("a/./b", "has an empty or '.' segment"),
     ],
 )
 def test_root_hint_must_be_a_relative_path(path: str, why: str) -> None:
@@ -289,7 +293,7 @@ def test_root_hint_must_be_a_relative_path(path: str, why: str) -> None:
     assert "relative path inside the repository" in msg
 
 
-@pytest.mark.parametrize("path", [".", "skills", "a/b/c", "..foo", "foo..", "a/..b/c", "./x"])
+@pytest.mark.parametrize("path", [".", "skills", "a/b/c", "..foo", "foo..", "a/..b/c", ".hidden/x"])
 def test_relative_paths_the_database_accepts_are_accepted(path: str) -> None:
     source = SourceCreate(project_id=PROJECT_ID, repo_url="github.com/a/b", root_hint=path)
     assert source.root_hint == path

@@ -44,7 +44,7 @@ def upgrade() -> None:
         sa.Column("created_at", TIMESTAMPTZ, server_default=sa.text("now()"), nullable=False),
         sa.Column("updated_at", TIMESTAMPTZ, server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_projects"),
-        sa.CheckConstraint("btrim(name) <> ''", name=op.f("ck_projects_name_not_blank")),
+        sa.CheckConstraint("name ~ '[^[:space:]]'", name=op.f("ck_projects_name_not_blank")),
     )
     op.execute(
         "CREATE TRIGGER trg_projects_updated_at BEFORE UPDATE ON projects "

@@ -2,8 +2,8 @@
 
 Applies: tables marketplace_sources and marketplace_catalog_entries with their
 CHECKs (value sets as text CHECKs, canonical repo URL, relative paths, confidence
-range), the case-insensitive unique repo per project, the seed's indexes, and the
-updated_at triggers.
+range), the case-insensitive unique repo per project, the seed's indexes plus a
+partial index of new/updated entries, and the updated_at triggers.
 Undone by: dropping both tables (their indexes, constraints and triggers go with them).
 
 Revision ID: 8d4e2b6c9a31
@@ -32,7 +32,9 @@ REPO_URL_CHECK = (
 
 
 def relative_path_check(column: str) -> str:
-    return f"{column} <> '' AND left({column}, 1) <> '/' AND {column} !~ '(^|/)\\.\\.(/|$)'"
+    return (
+        f"{column} = '.' OR ({column} <> '' AND {column} !~ '(^|/)(\\.\\.?)?(/|$)')"
+    )
 
 
 def timestamps() -> list[sa.Column[object]]:
@@ -77,7 +79,7 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint(REPO_URL_CHECK, name=op.f("ck_marketplace_sources_repo_url_canonical")),
         sa.CheckConstraint(
-            "btrim(branch_or_ref) <> ''",
+            "branch_or_ref ~ '[^[:space:]]'",
             name=op.f("ck_marketplace_sources_branch_or_ref_not_blank"),
         ),
         sa.CheckConstraint(
@@ -103,7 +105,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_marketplace_sources_project_id_last_sync",
         "marketplace_sources",
-        ["project_id", sa.text("last_sync NULLS FIRST")],
+        ["project_id", sa.text("last_sync NULLS FIRST"), "id"],
     )
     op.create_index(
         "ix_marketplace_sources_last_sync",
@@ -155,7 +157,7 @@ def upgrade() -> None:
             name=op.f("ck_marketplace_catalog_entries_upstream_url_https"),
         ),
         sa.CheckConstraint(
-            "btrim(detected_version_sha) <> ''",
+            "detected_version_sha ~ '[^[:space:]]'",
             name=op.f("ck_marketplace_catalog_entries_detected_version_sha_not_blank"),
         ),
         sa.CheckConstraint(
@@ -173,6 +175,12 @@ def upgrade() -> None:
         "ix_marketplace_catalog_entries_source_id_confidence_score_id",
         "marketplace_catalog_entries",
         ["source_id", "confidence_score", "id"],
+    )
+    op.create_index(
+        "ix_marketplace_catalog_entries_source_id_detected_path_id",
+        "marketplace_catalog_entries",
+        ["source_id", "detected_path", "id"],
+        postgresql_where=sa.text("status IN ('new', 'updated')"),
     )
     op.execute(updated_at_trigger("marketplace_catalog_entries"))
 

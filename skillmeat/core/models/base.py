@@ -45,7 +45,8 @@ def text_enum(enum_cls: type[StrEnum], name: str) -> Enum:
 
 
 def not_blank(column: str, name: str) -> CheckConstraint:
-    return CheckConstraint(f"btrim({column}) <> ''", name=name)
+    # [:space:] also covers tabs and newlines, which btrim() would keep.
+    return CheckConstraint(f"{column} ~ '[^[:space:]]'", name=name)
 
 
 class UUIDPrimaryKeyMixin:

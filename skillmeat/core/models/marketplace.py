@@ -39,8 +39,11 @@ REPO_URL_CHECK = (
 
 
 def relative_path_check(column: str) -> str:
-    """SQL for a relative POSIX path inside a repository: non-empty, not absolute, no `..`."""
-    return f"{column} <> '' AND left({column}, 1) <> '/' AND {column} !~ '(^|/)\\.\\.(/|$)'"
+    """SQL for a canonical relative POSIX path inside a repository: '.' (the root) or
+    segments joined by single '/', none of them empty, '.' or '..'."""
+    return (
+        f"{column} = '.' OR ({column} <> '' AND {column} !~ '(^|/)(\\.\\.?)?(/|$)')"
+    )
 
 
 class MarketplaceSource(UUIDPrimaryKeyMixin, TimestampMixin, Base):
@@ -59,10 +62,13 @@ class MarketplaceSource(UUIDPrimaryKeyMixin, TimestampMixin, Base):
         ),
         # Expression indexes carry explicit names (the convention needs plain columns).
         # Path 5 (a project's sources, never-synced first) reads it in order.
+        # id: path 5's keyset, and the policy helper listing a member's sources reads
+        # (project_id, id) from the index alone.
         Index(
             "ix_marketplace_sources_project_id_last_sync",
             "project_id",
             text("last_sync NULLS FIRST"),
+            "id",
         ),
         # Path 7 (rescan scheduler across all projects, admin) reads it in order.
         Index("ix_marketplace_sources_last_sync", text("last_sync NULLS FIRST")),
@@ -116,6 +122,16 @@ class MarketplaceCatalogEntry(UUIDPrimaryKeyMixin, TimestampMixin, Base):
         Index(None, "source_id", "status"),
         # id completes the keyset (confidence_score DESC, id DESC) of path 3.
         Index(None, "source_id", "confidence_score", "id"),
+        # Paths 2 and 6 (what is new or updated): under RLS the planner's row estimate
+        # for one source collapses, and it filtered status instead of using
+        # (source_id, status); this partial index holds only those rows, in path order.
+        Index(
+            None,
+            "source_id",
+            "detected_path",
+            "id",
+            postgresql_where=text("status IN ('new', 'updated')"),
+        ),
     )
 
     source_id: Mapped[uuid.UUID] = mapped_column(

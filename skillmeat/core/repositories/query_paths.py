@@ -161,9 +161,14 @@ def any_uuid(ids: Sequence[uuid.UUID]) -> ColumnElement[Any]:
 
 
 def _in(column: Any, values: list[str]) -> ColumnElement[bool]:
-    # One value: plain equality, which every index and plan handles best.
-    condition: ColumnElement[bool] = column == values[0] if len(values) == 1 else column.in_(values)
-    return condition
+    """Equality or IN with the values rendered inline (they are validated enum values).
+
+    Inline, so that a prepared statement's generic plan can still prove a partial
+    index's predicate (status IN ('new', 'updated')) from the query's own filter.
+    """
+    if len(values) == 1:
+        return column == bindparam(None, values[0], literal_execute=True)  # type: ignore[no-any-return]
+    return column.in_(bindparam(None, values, expanding=True, literal_execute=True))  # type: ignore[no-any-return]
 
 
 def catalog_counts(source_ids: Sequence[uuid.UUID] | None = None) -> AnySelect:
@@ -189,7 +194,7 @@ def overview(source_ids: Sequence[uuid.UUID] | None = None) -> AnySelect:
             func.count().filter(Entry.status == CatalogStatus.NEW.value).label("new"),
             func.count().filter(Entry.status == CatalogStatus.UPDATED.value).label("updated"),
         )
-        .where(Entry.status.in_(pending))
+        .where(_in(Entry.status, pending))
         .group_by(Entry.source_id)
         .order_by(Entry.source_id)
     )

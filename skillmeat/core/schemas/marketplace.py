@@ -157,6 +157,8 @@ RepoUrl = Annotated[str, AfterValidator(_repo_url)]
 
 # Same expression as the CHECK; \Z because Python's $ also matches before a final newline.
 _DOTDOT_SEGMENT = re.compile(r"(?:^|/)\.\.(?:/|\Z)")
+# An empty or "." segment: "a//b", "a/", "./a", "a/./b" (the path "." alone is the root).
+_NON_CANONICAL = re.compile(r"(?:^|/)\.?(?:/|\Z)")
 
 
 def _relative_path(value: str) -> str:
@@ -166,6 +168,8 @@ def _relative_path(value: str) -> str:
         why = "starts with '/'"
     elif _DOTDOT_SEGMENT.search(value):
         why = "has a '..' segment"
+    elif value != "." and _NON_CANONICAL.search(value):
+        why = "has an empty or '.' segment (write it without '//', './' or a trailing '/')"
     elif "\x00" in value:
         why = "contains a NUL character"
     else:
