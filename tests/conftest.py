@@ -19,6 +19,7 @@ from sqlalchemy.pool import NullPool
 from skillmeat.core.database import make_engine
 from skillmeat.core.database.provision import alembic_config as alembic_config_for_tests
 from skillmeat.core.database.provision import throwaway_database, upgrade_to_head
+from tests.rls_world import World, build_world
 
 LOCAL_SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 NO_SERVER = (
@@ -109,6 +110,19 @@ def connection(engine: Engine) -> Iterator[Connection]:
         finally:
             if outer.is_active:
                 outer.rollback()
+
+
+@pytest.fixture
+def committed_world(engine: Engine) -> Iterator[World]:
+    """Two tenants committed for real (for pooled connections and concurrent sessions)."""
+    with engine.begin() as conn:
+        world = build_world(conn)
+    yield world
+    with engine.begin() as conn:
+        conn.execute(
+            text("DELETE FROM projects WHERE id IN (:a, :b)"),
+            {"a": world.a.project, "b": world.b.project},
+        )
 
 
 @pytest.fixture

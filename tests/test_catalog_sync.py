@@ -3,7 +3,7 @@ refusals that change nothing, constant round trips, and concurrent syncs."""
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -384,18 +384,6 @@ def test_sync_agrees_with_the_model(
 
 
 # --- concurrency: two syncs of one source serialize ----------------------------------
-
-
-@pytest.fixture
-def committed_world(engine: Engine) -> Iterator[World]:
-    with engine.begin() as conn:
-        world = build_world(conn)
-    yield world
-    with engine.begin() as conn:
-        conn.execute(
-            text("DELETE FROM projects WHERE id IN (:a, :b)"),
-            {"a": world.a.project, "b": world.b.project},
-        )
 
 
 def test_concurrent_syncs_serialize(engine: Engine, committed_world: World) -> None:

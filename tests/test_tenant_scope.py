@@ -2,7 +2,6 @@
 
 import secrets
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, text
@@ -89,18 +88,6 @@ def test_scopes_do_not_nest(session: Session, world: World) -> None:
 
 
 # --- Pooled connections: committed data, real transactions, a pool of one.
-
-
-@pytest.fixture
-def committed_world(engine: Engine) -> Iterator[World]:
-    with engine.begin() as conn:
-        world = build_world(conn)
-    yield world
-    with engine.begin() as conn:
-        conn.execute(
-            text("DELETE FROM projects WHERE id IN (:a, :b)"),
-            {"a": world.a.project, "b": world.b.project},
-        )
 
 
 def test_pool_of_one_alternating_users_never_leaks(
