@@ -132,6 +132,11 @@ def _spec(args: argparse.Namespace) -> DatasetSpec:
             flag = name.replace("_", "-")
             raise CommandError(f"--{flag}: {getattr(args, name)} is not allowed (must be >= 0)")
     spec = DatasetSpec(projects=args.projects, sources=args.sources, entries=args.entries)
+    if not args.existing and args.entries < args.sources:
+        raise CommandError(
+            f"--entries: {args.entries} is not allowed (at least --sources, {args.sources}, "
+            "so that every source has a catalog to query)"
+        )
     try:
         spec.validate()
         if args.scaling_entries:
@@ -190,9 +195,14 @@ def measure(db: URL, args: argparse.Namespace, *, keys: set[str] | None = None) 
         with engine.connect() as conn:
             subjects = sample_subjects(conn, args.users)
         if not subjects:
+            hint = (
+                "run without --existing to generate the benchmark dataset"
+                if args.existing
+                else "generate more entries (--entries at least --sources)"
+            )
             raise CommandError(
                 f"database {db.database!r} has no project member with a source that has "
-                "catalog entries; run without --existing to generate the benchmark dataset"
+                f"catalog entries; {hint}"
             )
         timings = []
         for path in NAMED_PATHS:
