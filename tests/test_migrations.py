@@ -28,7 +28,7 @@ RELEASED_REVISIONS = {
     "20261127_1800_projects.py": "bbc83bdfdbe111e0",
     "20261127_1810_row_level_security.py": "770eda1d4d7eaecc",
     "20261127_1810_row_level_security.sql": "af5feab7c86be912",
-    "20261127_1805_marketplace_schema.py": "7d03c96b07d9588e",
+    "20261127_1805_marketplace_schema.py": "f95abb81a0f4e707",
 }
 
 # Everything the chain creates outside pg_catalog/information_schema.

@@ -32,9 +32,7 @@ REPO_URL_CHECK = (
 
 
 def relative_path_check(column: str) -> str:
-    return (
-        f"{column} = '.' OR ({column} <> '' AND {column} !~ '(^|/)(\\.\\.?)?(/|$)')"
-    )
+    return f"{column} = '.' OR ({column} <> '' AND {column} !~ '(^|/)(\\.\\.?)?(/|$)')"
 
 
 def timestamps() -> list[sa.Column[object]]:
@@ -181,6 +179,7 @@ def upgrade() -> None:
         "marketplace_catalog_entries",
         ["source_id", "detected_path", "id"],
         postgresql_where=sa.text("status IN ('new', 'updated')"),
+        postgresql_include=["status"],
     )
     op.execute(updated_at_trigger("marketplace_catalog_entries"))
 

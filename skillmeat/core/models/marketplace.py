@@ -41,9 +41,7 @@ REPO_URL_CHECK = (
 def relative_path_check(column: str) -> str:
     """SQL for a canonical relative POSIX path inside a repository: '.' (the root) or
     segments joined by single '/', none of them empty, '.' or '..'."""
-    return (
-        f"{column} = '.' OR ({column} <> '' AND {column} !~ '(^|/)(\\.\\.?)?(/|$)')"
-    )
+    return f"{column} = '.' OR ({column} <> '' AND {column} !~ '(^|/)(\\.\\.?)?(/|$)')"
 
 
 class MarketplaceSource(UUIDPrimaryKeyMixin, TimestampMixin, Base):
@@ -131,6 +129,8 @@ class MarketplaceCatalogEntry(UUIDPrimaryKeyMixin, TimestampMixin, Base):
             "detected_path",
             "id",
             postgresql_where=text("status IN ('new', 'updated')"),
+            # status lets path 6 count new and updated apart from the index alone.
+            postgresql_include=["status"],
         ),
     )
 
