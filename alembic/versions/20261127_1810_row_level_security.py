@@ -3,9 +3,11 @@
 Applies: the frozen copy of skillmeat/core/database/rls_policies.sql beside this
 file (20261127_1810_row_level_security.sql): roles skillmeat_app, skillmeat_admin
 and skillmeat_definer when absent; schema skillmeat_private with the identity and
-membership helpers; ENABLE + FORCE ROW LEVEL SECURITY, policies and grants per table.
+membership helpers; TEMPORARY on the database for the application roles (the
+sync's staging table); ENABLE + FORCE ROW LEVEL SECURITY, policies and grants per table.
 Undone by: dropping every policy, turning RLS off, revoking the grants and dropping
-skillmeat_private with its functions. Roles are cluster-wide and may serve other
+skillmeat_private with its functions, and revoking TEMPORARY on the database
+from the two roles. Roles are cluster-wide and may serve other
 databases, so they are kept.
 
 Revision ID: c71f5e0a4d22
@@ -57,3 +59,7 @@ def downgrade() -> None:
         op.execute(f"ALTER TABLE public.{table} DISABLE ROW LEVEL SECURITY")
         op.execute(f"REVOKE ALL ON public.{table} FROM {ROLES}")
     op.execute("DROP SCHEMA skillmeat_private CASCADE")
+    op.execute(
+        "DO $$ BEGIN EXECUTE format('REVOKE TEMPORARY ON DATABASE %I "
+        "FROM skillmeat_app, skillmeat_admin', current_database()); END $$"
+    )

@@ -39,6 +39,15 @@ BEGIN
 END
 $roles$;
 
+-- sync_catalog stages a scan in a temporary table: keep that working where
+-- TEMPORARY has been revoked from PUBLIC (it is granted to PUBLIC by default).
+DO $temp$
+BEGIN
+    EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO skillmeat_app, skillmeat_admin',
+                   current_database());
+END
+$temp$;
+
 -- ---------------------------------------------------------------- helpers
 -- A schema the application roles cannot write: nobody can shadow a helper.
 CREATE SCHEMA skillmeat_private;
