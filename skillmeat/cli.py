@@ -10,8 +10,9 @@ from collections.abc import Callable, Sequence
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError as AlembicCommandError
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from skillmeat.core.database import DatabaseSettings, make_engine
@@ -21,6 +22,7 @@ from skillmeat.core.database.provision import (
     database_exists,
     upgrade_to_head,
 )
+from skillmeat.core.errors import SkillmeatError
 from skillmeat.tools import CommandError
 
 
@@ -70,7 +72,13 @@ def cmd_current(args: argparse.Namespace) -> None:
         )
     current = _current_revision(url)
     head = _head_revision()
-    state = "at head" if current == head else f"behind head {head}: run `skillmeat-db upgrade`"
+    known = {rev.revision for rev in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    if current == head:
+        state = "at head"
+    elif current is not None and current not in known:
+        state = f"unknown to this code, whose head is {head}: is the database newer than the code?"
+    else:
+        state = f"behind head {head}: run `skillmeat-db upgrade`"
     print(f"{url.database}: revision {current or 'none (empty database)'} ({state})")
 
 
@@ -143,6 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except DBAPIError as exc:
         print(f"skillmeat-db {args.command}: database error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except (ArgumentError, NoSuchModuleError, ModuleNotFoundError) as exc:
+        print(f"skillmeat-db {args.command}: bad database URL: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except (AlembicCommandError, SkillmeatError) as exc:
+        print(f"skillmeat-db {args.command}: {_one_line(exc)}", file=sys.stderr)
         return 1
     return 0
 

@@ -155,6 +155,21 @@ def test_undetected_entry_is_soft_removed_and_can_come_back(session: Session, wo
     assert statuses(session, src)["skills/a"] == "updated"  # imported, SHA changed
 
 
+def test_a_change_seen_before_a_removal_is_still_updated_when_it_comes_back(
+    session: Session, world: World
+) -> None:
+    ed, src = world.a.members["editor"], world.a.source
+    sync(session, ed, src, [artifact("skills/a", "v1")])
+    import_all(session, ed, src, ["skills/a"])  # the user has v1
+    sync(session, ed, src, [artifact("skills/a", "v2")])
+    sync(session, ed, src, [])  # gone for a while
+    sync(session, ed, src, [artifact("skills/a", "v2")])  # back, still not what was imported
+    assert statuses(session, src)["skills/a"] == "updated"
+    sync(session, ed, src, [])
+    sync(session, ed, src, [artifact("skills/a", "v1")])  # back as imported
+    assert statuses(session, src)["skills/a"] == "unchanged"
+
+
 def test_detected_fields_are_refreshed(session: Session, world: World) -> None:
     ed, src = world.a.members["editor"], world.a.source
     sync(session, ed, src, [artifact("skills/a", "v1", confidence_score=50)])
@@ -180,6 +195,25 @@ def test_detected_fields_are_refreshed(session: Session, world: World) -> None:
     )
     assert after["detected_at"] >= before["detected_at"]
     assert after["id"] == before["id"]
+
+
+def test_last_sync_is_the_time_the_scan_was_applied(session: Session, world: World) -> None:
+    ed, src = world.a.members["editor"], world.a.source
+    sync(session, ed, src, [artifact("skills/a")])
+    first = session.execute(
+        text("SELECT last_sync FROM marketplace_sources WHERE id = :s"), {"s": src}
+    ).scalar_one()
+    sync(session, ed, src, [artifact("skills/a")])  # same transaction: now() would not move
+    last_sync, detected_at = session.execute(
+        text(
+            "SELECT s.last_sync, max(e.detected_at) FROM marketplace_sources s "
+            "JOIN marketplace_catalog_entries e ON e.source_id = s.id WHERE s.id = :s "
+            "GROUP BY s.last_sync"
+        ),
+        {"s": src},
+    ).one()
+    assert last_sync == detected_at
+    assert last_sync > first
 
 
 def test_sync_sets_last_sync_and_clears_last_error(session: Session, world: World) -> None:
@@ -336,7 +370,9 @@ def model_apply(state: dict[str, dict[str, Any]], step: tuple[str, Any]) -> None
     if kind == "import":
         for path in arg:
             if path in state and state[path]["status"] != "removed":
-                state[path].update(status="unchanged", imported=True)
+                state[path].update(
+                    status="unchanged", imported=True, imported_sha=state[path]["sha"]
+                )
         return
     for path, sha in arg.items():
         row = state.get(path)
@@ -345,7 +381,7 @@ def model_apply(state: dict[str, dict[str, Any]], step: tuple[str, Any]) -> None
             continue
         if not row["imported"]:
             status = "new"
-        elif row["status"] == "updated" or row["sha"] != sha:
+        elif row["status"] == "updated" or row["imported_sha"] != sha:
             status = "updated"
         else:
             status = "unchanged"
@@ -356,7 +392,7 @@ def model_apply(state: dict[str, dict[str, Any]], step: tuple[str, Any]) -> None
 
 
 @settings(
-    max_examples=40,
+    max_examples=80,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

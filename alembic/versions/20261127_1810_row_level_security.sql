@@ -111,8 +111,11 @@ BEGIN
 END
 $$;
 
+-- A new owner needs CREATE on the schema (unless a superuser migrates): lend it.
+GRANT CREATE ON SCHEMA skillmeat_private TO skillmeat_definer;
 ALTER FUNCTION skillmeat_private.member_project_ids(text) OWNER TO skillmeat_definer;
 ALTER FUNCTION skillmeat_private.member_source_ids(text) OWNER TO skillmeat_definer;
+REVOKE CREATE ON SCHEMA skillmeat_private FROM skillmeat_definer;
 REVOKE ALL ON FUNCTION skillmeat_private.current_user_id() FROM PUBLIC;
 REVOKE ALL ON FUNCTION skillmeat_private.member_project_ids(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION skillmeat_private.member_source_ids(text) FROM PUBLIC;

@@ -51,3 +51,7 @@ class DuplicateSource(ConstraintViolation):
 
 class ScopeError(SkillmeatError):
     """A repository function was called outside `tenant_scope`, or the scope is misused."""
+
+
+class InvalidValue(SkillmeatError, ValueError):
+    """The database could not take a value (too long for an index, malformed for its type)."""

@@ -5,7 +5,12 @@ from contextlib import contextmanager
 
 from sqlalchemy.exc import DBAPIError
 
-from skillmeat.core.errors import ConstraintViolation, PermissionDenied, SkillmeatError
+from skillmeat.core.errors import (
+    ConstraintViolation,
+    InvalidValue,
+    PermissionDenied,
+    SkillmeatError,
+)
 
 _CONSTRAINT_STATES = {
     "23502": "a required value is missing",
@@ -36,6 +41,12 @@ def translate(exc: DBAPIError) -> SkillmeatError | None:
             constraint=constraint,
             sqlstate=state,
         )
+    if state is not None and (state.startswith("22") or state == "54000"):
+        # Data exceptions (malformed input for a type) and program limits (a value
+        # too large for an index entry): the caller's value, not a server fault.
+        column = getattr(diag, "column_name", None)
+        where = f"{column}: " if column else ""
+        return InvalidValue(f"{where}value refused by the database: {primary}")
     return None
 
 

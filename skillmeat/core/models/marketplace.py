@@ -40,8 +40,12 @@ REPO_URL_CHECK = (
 
 def relative_path_check(column: str) -> str:
     """SQL for a canonical relative POSIX path inside a repository: '.' (the root) or
-    segments joined by single '/', none of them empty, '.' or '..'."""
-    return f"{column} = '.' OR ({column} <> '' AND {column} !~ '(^|/)(\\.\\.?)?(/|$)')"
+    segments joined by single '/', none of them empty, '.' or '..'; at most 1024
+    bytes, so that it always fits a B-tree index entry."""
+    return (
+        f"octet_length({column}) <= 1024 AND ({column} = '.' "
+        f"OR ({column} <> '' AND {column} !~ '(^|/)(\\.\\.?)?(/|$)'))"
+    )
 
 
 class MarketplaceSource(UUIDPrimaryKeyMixin, TimestampMixin, Base):
@@ -147,5 +151,8 @@ class MarketplaceCatalogEntry(UUIDPrimaryKeyMixin, TimestampMixin, Base):
         text_enum(CatalogStatus, "status"), server_default=CatalogStatus.NEW.value
     )
     imported_at: Mapped[dt.datetime | None]
+    # The version the user imported: a rescan compares against it, so an entry that
+    # went away and came back changed is still "updated".
+    imported_version_sha: Mapped[str | None] = mapped_column(Text)
 
     source: Mapped[MarketplaceSource] = relationship(back_populates="entries")

@@ -96,6 +96,7 @@ def _duplicate_repo_refused(session: Session, repo_url: str) -> Iterator[None]:
 
 def get_source(session: Session, source_id: uuid.UUID) -> SourceRead:
     current_scope(session)
+    _check_id("source_id", source_id)
     row = session.execute(select(Source).where(Source.id == source_id)).scalar_one_or_none()
     if row is None:
         raise NotFound(f"source_id: {source_id} is not a source visible to this user")
@@ -105,6 +106,7 @@ def get_source(session: Session, source_id: uuid.UUID) -> SourceRead:
 def update_source(session: Session, source_id: uuid.UUID, changes: SourceUpdate) -> SourceRead:
     """Apply the fields that were sent; PermissionDenied for a viewer, NotFound if invisible."""
     current_scope(session)
+    _check_id("source_id", source_id)
     values = changes.changes()
     if not values:
         return get_source(session, source_id)
@@ -124,6 +126,7 @@ def update_source(session: Session, source_id: uuid.UUID, changes: SourceUpdate)
 def delete_source(session: Session, source_id: uuid.UUID) -> None:
     """Delete a source and (by cascade) its catalog."""
     current_scope(session)
+    _check_id("source_id", source_id)
     with translated_errors():
         deleted = session.execute(
             delete(Source).where(Source.id == source_id).returning(Source.id)
@@ -152,6 +155,8 @@ def list_sources(
 ) -> Page[SourceRead]:
     """Path 5: sources (of one project, or all visible), never-synced first."""
     current_scope(session)
+    if project_id is not None:
+        _check_id("project_id", project_id)
     _check_limit(limit)
     after = paths.decode_cursor(cursor, "last_sync") if cursor else None
     rows = list(session.execute(paths.sources_page(project_id, limit=limit, after=after)).scalars())
@@ -199,6 +204,7 @@ def list_entries(
     pages are neither lost nor repeated.
     """
     current_scope(session)
+    _check_id("source_id", source_id)
     _check_limit(limit)
     sort_key = _enum("sort", sort, EntrySort)
     types = [_enum("artifact_types", t, ArtifactType) for t in artifact_types or ()]
@@ -239,6 +245,8 @@ def catalog_counts(
     None counts every source the user can see.
     """
     current_scope(session)
+    for source_id in source_ids or ():
+        _check_id("source_ids", source_id)
     counts: dict[uuid.UUID, dict[tuple[ArtifactType, CatalogStatus], int]] = {}
     for source_id, kind, status, n in session.execute(paths.catalog_counts(source_ids)):
         counts.setdefault(source_id, {})[(ArtifactType(kind), CatalogStatus(status))] = n
@@ -246,13 +254,14 @@ def catalog_counts(
 
 
 def mark_imported(session: Session, entry_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
-    """Record that the user imported these entries: imported_at now, status unchanged.
+    """Record that the user imported these entries: imported_at now, the imported
+    version (the detected SHA), status unchanged.
 
     Entries the user may not write, and removed ones (gone upstream), are left
     alone; the ids actually marked are returned.
     """
     current_scope(session)
-    ids = list(dict.fromkeys(entry_ids))
+    ids = [_check_id("entry_ids", entry_id) for entry_id in dict.fromkeys(entry_ids)]
     if not ids:
         return []
     with translated_errors():
@@ -267,7 +276,11 @@ def mark_imported(session: Session, entry_ids: Iterable[uuid.UUID]) -> list[uuid
         marked = session.execute(
             update(Entry)
             .where(Entry.id == paths.any_uuid(ids), Entry.status != CatalogStatus.REMOVED.value)
-            .values(imported_at=text("now()"), status=CatalogStatus.UNCHANGED.value)
+            .values(
+                imported_at=text("now()"),
+                imported_version_sha=Entry.detected_version_sha,
+                status=CatalogStatus.UNCHANGED.value,
+            )
             .returning(Entry.id)
             .execution_options(synchronize_session=False)
         ).scalars()
@@ -277,8 +290,13 @@ def mark_imported(session: Session, entry_ids: Iterable[uuid.UUID]) -> list[uuid
 def record_sync_failure(session: Session, source_id: uuid.UUID, message: str) -> None:
     """A scan failed: keep its message in last_error; last_sync and the catalog stay."""
     current_scope(session)
-    if not message.strip():
+    _check_id("source_id", source_id)
+    if not isinstance(message, str) or not message.strip():
         raise ValidationFailed("message", message, "must say why the scan failed (not blank)")
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        message = message.encode("utf-8", "replace").decode("utf-8")
     if "\x00" in message:
         raise ValidationFailed(
             "message", message, "contains a NUL character, which PostgreSQL text cannot hold"
@@ -335,7 +353,10 @@ WITH known AS MATERIALIZED (
                WHEN e.id IS NULL THEN 'new'                       -- not in the catalog yet
                WHEN e.imported_at IS NULL THEN 'new'              -- new until imported
                WHEN e.status = 'updated' THEN 'updated'           -- until imported again
-               WHEN e.detected_version_sha <> s.detected_version_sha THEN 'updated'
+               -- compared with the imported version (the last detected one if that
+               -- was never recorded), so a removal in between does not hide a change
+               WHEN coalesce(e.imported_version_sha, e.detected_version_sha)
+                    <> s.detected_version_sha THEN 'updated'
                ELSE 'unchanged'
            END AS status
       FROM {stage} s
@@ -371,7 +392,7 @@ inserted AS (
     RETURNING (e.xmax = 0) AS fresh
 ),
 synced AS (
-    UPDATE marketplace_sources SET last_sync = now(), last_error = NULL
+    UPDATE marketplace_sources SET last_sync = :stamp, last_error = NULL
      WHERE id = :source_id
     RETURNING 1
 )
@@ -403,6 +424,11 @@ def sync_catalog(
     refused before anything is written.
     """
     current_scope(session)
+    _check_id("source_id", source_id)
+    if artifacts is None or isinstance(artifacts, (str, bytes)):
+        raise ValidationFailed(
+            "artifacts", artifacts, "must be an iterable of DetectedArtifact (empty: all removed)"
+        )
     batch = validate_artifacts(artifacts)
     stage = f"skillmeat_sync_{uuid.uuid4().hex}"
     with translated_errors(), session.begin_nested():
@@ -460,7 +486,18 @@ def _copy_rows(
             copy.write_row(row)
 
 
+def _check_id(field: str, value: Any) -> uuid.UUID:
+    """Ids are uuid.UUID objects: a string or int is a caller bug, refused before SQL."""
+    if not isinstance(value, uuid.UUID):
+        raise ValidationFailed(field, value, f"{value!r} is not allowed (must be a uuid.UUID)")
+    return value
+
+
 def _check_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise ValidationFailed(
+            "limit", limit, f"{limit!r} is not allowed (an int, 1 to {paths.MAX_PAGE})"
+        )
     if not 1 <= limit <= paths.MAX_PAGE:
         raise ValidationFailed("limit", limit, f"{limit!r} is not allowed (1 to {paths.MAX_PAGE})")
 

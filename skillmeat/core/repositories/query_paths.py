@@ -88,7 +88,9 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, uuid.UUID]:
                 "(restart from the first page)",
             )
         key = data["k"]
-        if sort == EntrySort.DETECTED_AT or sort == "last_sync":
+        if sort == EntrySort.DETECTED_AT:
+            key = dt.datetime.fromisoformat(key)  # never null: a TypeError is refused below
+        elif sort == "last_sync":
             key = None if key is None else dt.datetime.fromisoformat(key)
         elif sort == EntrySort.CONFIDENCE:
             key = float(key)

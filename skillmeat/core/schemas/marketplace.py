@@ -161,8 +161,26 @@ _DOTDOT_SEGMENT = re.compile(r"(?:^|/)\.\.(?:/|\Z)")
 _NON_CANONICAL = re.compile(r"(?:^|/)\.?(?:/|\Z)")
 
 
+MAX_PATH_BYTES = 1024  # the CHECK's limit too: detected_path sits in two B-tree indexes
+
+
+def _unencodable(value: str) -> bool:
+    """True for text PostgreSQL cannot store: NUL, or an unpaired UTF-16 surrogate."""
+    if "\x00" in value:
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _relative_path(value: str) -> str:
-    if value == "":
+    if _unencodable(value):
+        why = "contains a NUL character or an unpaired surrogate"
+    elif len(value.encode("utf-8")) > MAX_PATH_BYTES:
+        why = f"is {len(value.encode('utf-8'))} bytes long (at most {MAX_PATH_BYTES})"
+    elif value == "":
         why = "is empty"
     elif value.startswith("/"):
         why = "starts with '/'"
@@ -170,8 +188,6 @@ def _relative_path(value: str) -> str:
         why = "has a '..' segment"
     elif value != "." and _NON_CANONICAL.search(value):
         why = "has an empty or '.' segment (write it without '//', './' or a trailing '/')"
-    elif "\x00" in value:
-        why = "contains a NUL character"
     else:
         return value
     raise _refuse(
@@ -189,8 +205,8 @@ def _branch_or_ref(value: str) -> str:
         why = "is blank"
     elif len(ref) > 255:
         why = f"has {len(ref)} characters"
-    elif any(c.isspace() or unicodedata.category(c) == "Cc" for c in ref):
-        why = "contains whitespace or control characters"
+    elif any(c.isspace() or unicodedata.category(c) in ("Cc", "Cs") for c in ref):
+        why = "contains whitespace, control characters or an unpaired surrogate"
     else:
         return ref
     raise _refuse(
@@ -245,7 +261,7 @@ _UPSTREAM_URL_RE = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[^\s\x00]*
 
 
 def _upstream_url(value: str) -> str:
-    if _UPSTREAM_URL_RE.fullmatch(value):
+    if _UPSTREAM_URL_RE.fullmatch(value) and not _unencodable(value):
         return value
     raise _refuse(
         f"{_show(value)} is not allowed (must be an https:// URL: host of letters, digits, "
@@ -258,11 +274,11 @@ UpstreamUrl = Annotated[str, AfterValidator(_upstream_url)]
 
 def _version_sha(value: str) -> str:
     sha = value.strip()
-    if sha and "\x00" not in sha:
+    if sha and not _unencodable(sha):
         return sha
     raise _refuse(
         f"{_show(value)} is not allowed (must be a non-blank commit SHA or version "
-        "without NUL characters)"
+        "without NUL characters or unpaired surrogates)"
     )
 
 
@@ -392,8 +408,14 @@ def validate_artifacts(
     first_index: dict[tuple[ArtifactType, str], int] = {}
     for index, item in enumerate(items):
         where = f"artifacts[{index}]"
-        if isinstance(item, DetectedArtifact):
+        if isinstance(item, DetectedArtifact) and isinstance(item.artifact_type, ArtifactType):
             artifact = item
+        elif isinstance(item, DetectedArtifact):
+            # Built with model_copy(update=...) or model_construct(): never validated.
+            try:
+                artifact = DetectedArtifact.model_validate(dict(item.__dict__))
+            except ValidationError as exc:
+                raise _batch_error(where, exc) from exc
         elif isinstance(item, Mapping):
             try:
                 artifact = DetectedArtifact.model_validate(dict(item))
@@ -457,5 +479,6 @@ class CatalogEntryRead(BaseModel):
     confidence_score: float
     status: CatalogStatus
     imported_at: dt.datetime | None
+    imported_version_sha: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
