@@ -499,3 +499,29 @@ def test_bench_refuses_bad_options_before_touching_a_database(
         "skillmeat-db bench: --repeat: 0 is not allowed (must be >= 1)",
         "skillmeat-db bench: --sources: 0 is not allowed (must be >= 1)",
     ]
+
+
+def test_policy_helper_lists_a_members_sources_from_the_index_alone(
+    plan_session: Session, subjects: dict[str, Subject]
+) -> None:
+    """The query inside skillmeat_private.member_source_ids, as its owner runs it: an
+    index-only scan of (project_id, last_sync, id) keeps RLS's fixed cost small."""
+    member = subjects["most projects"].user_id
+    with plan_session.begin():
+        conn = plan_session.connection()
+        projects = list(
+            conn.execute(
+                text("SELECT project_id FROM project_members WHERE user_id = :u"), {"u": member}
+            ).scalars()
+        )
+        conn.execute(text("SET LOCAL ROLE skillmeat_definer"))
+        document = conn.execute(
+            text(
+                "EXPLAIN (FORMAT JSON) SELECT array_agg(s.id) FROM public.marketplace_sources s "
+                "WHERE s.project_id = ANY(CAST(:p AS uuid[]))"
+            ),
+            {"p": projects},
+        ).scalar_one()
+    plan = Plan.from_json(document)
+    scans = [(n.node_type, n.index) for n in plan.main_nodes if n.index is not None]
+    assert scans == [("Index Only Scan", "ix_marketplace_sources_project_id_last_sync")], scans
