@@ -365,6 +365,7 @@ WITH known AS MATERIALIZED (
        AND e.artifact_type = s.artifact_type
        AND e.detected_path = s.detected_path
 ),
+-- Runs to completion though nothing reads it (a data-modifying WITH always does).
 refreshed AS (
     UPDATE marketplace_catalog_entries e
        SET upstream_url = k.upstream_url,
@@ -374,7 +375,6 @@ refreshed AS (
            status = k.status
       FROM known k
      WHERE e.id = k.entry_id AND e.source_id = :source_id
-    RETURNING 1
 ),
 inserted AS (
     INSERT INTO marketplace_catalog_entries AS e (
@@ -400,7 +400,6 @@ SELECT (SELECT count(*) FROM inserted WHERE fresh) AS inserted,
        (SELECT count(*) FROM known
          WHERE old_status IS NOT NULL
            AND (status <> old_status OR detected_version_sha <> old_sha)) AS changed,
-       (SELECT count(*) FROM refreshed) AS refreshed,
        (SELECT count(*) FROM synced) AS synced
 """
 
