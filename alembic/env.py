@@ -5,12 +5,14 @@ Tests and pytest-alembic pass an open connection in
 from settings.
 """
 
+import logging
 from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import Connection, pool
 
 from skillmeat.core.database.engine import make_engine
+from skillmeat.core.database.identity import install_configured_key
 from skillmeat.core.models import Base
 
 config = context.config
@@ -30,6 +32,13 @@ def _configure(connection: Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+        # Every online upgrade installs SKILLMEAT_IDENTITY_KEY (idempotent), or
+        # generates a development key when the database has none; never offline,
+        # where the key would be written into the SQL script.
+        said = install_configured_key(connection)
+        if said:
+            config.attributes["identity_key_message"] = said
+            logging.getLogger("skillmeat.migrations").info(said)
 
 
 def run_migrations_offline() -> None:

@@ -55,12 +55,14 @@ def cmd_upgrade(args: argparse.Namespace) -> None:
         create_database(url)
         print(f"created database {url.database!r} on {_shown(url)}")
     before = _current_revision(url)
-    upgrade_to_head(url)
+    said = upgrade_to_head(url)
     after = _current_revision(url)
     if before == after:
         print(f"already at head ({after}); nothing to do")
     else:
         print(f"migrated {before or 'empty database'} -> {after} (head)")
+    if said:
+        print(said)
 
 
 def cmd_current(args: argparse.Namespace) -> None:

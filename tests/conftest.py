@@ -6,6 +6,7 @@ transaction that is rolled back (the Session joins it with savepoints).
 """
 
 import os
+import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +21,10 @@ from skillmeat.core.database import make_engine
 from skillmeat.core.database.provision import alembic_config as alembic_config_for_tests
 from skillmeat.core.database.provision import throwaway_database, upgrade_to_head
 from tests.rls_world import World, build_world
+
+# The key the throwaway database installs and every member scope signs with; tests of
+# the development fallback (no key configured) unset it themselves.
+os.environ.setdefault("SKILLMEAT_IDENTITY_KEY", secrets.token_hex(32))
 
 LOCAL_SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 NO_SERVER = (

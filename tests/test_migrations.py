@@ -5,6 +5,7 @@ upgrade, models matching the DDL, and up/down consistency per revision.
 """
 
 import hashlib
+import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ RELEASED_REVISIONS = {
     "20261127_1810_row_level_security.py": "eec1a20429c75300",
     "20261127_1810_row_level_security.sql": "87b731e4b476e2a4",
     "20261127_1805_marketplace_schema.py": "a481bf967fc08849",
+    "20261205_2250_request_isolation.py": "0168a66b47a33719",
+    "20261205_2250_request_isolation.sql": "625215eb821dd709",
 }
 
 # Everything the chain creates outside pg_catalog/information_schema.
@@ -148,7 +151,7 @@ def test_a_non_superuser_owner_with_createrole_can_migrate_up_and_down(
     pg_server_url: URL,
 ) -> None:
     """The deployment path docs/security.md describes for managed databases."""
-    role, password = "skillmeat_test_migrator", "migrator-secret"
+    role, password = f"skillmeat_test_migrator_{secrets.token_hex(4)}", "migrator-secret"
     admin = make_engine(pg_server_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:

@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -139,20 +139,28 @@ class Spec:
     confidence_score: float
     detected_at: dt.datetime
     status: CatalogStatus = CatalogStatus.NEW
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    id: uuid.UUID | None = None  # chosen ids are inserted as the superuser (grants exclude id)
 
 
 def insert_entries(
     session: Session, source_id: uuid.UUID, specs: Sequence[Spec]
 ) -> list[CatalogEntryRead]:
-    """Insert in the current scope (sync_catalog stamps one detected_at on every row)."""
+    """Insert in the current scope (sync_catalog stamps one detected_at on every row).
+
+    Rows with a chosen id are inserted as the connecting superuser: no request role may
+    write an id.
+    """
+    chosen = any(s.id is not None for s in specs)
+    if chosen:
+        role = session.execute(text("SELECT current_setting('role')")).scalar_one()
+        session.execute(text("SELECT set_config('role', 'none', true)"))
     rows = session.scalars(
         insert(MarketplaceCatalogEntry).returning(
             MarketplaceCatalogEntry, sort_by_parameter_order=True
         ),
         [
             {
-                "id": s.id,
+                **({"id": s.id} if chosen else {}),
                 "source_id": source_id,
                 "artifact_type": s.artifact_type,
                 "detected_path": s.detected_path,
@@ -165,6 +173,8 @@ def insert_entries(
             for s in specs
         ],
     ).all()
+    if chosen:
+        session.execute(text("SELECT set_config('role', :r, true)"), {"r": role})
     return [CatalogEntryRead.model_validate(row) for row in rows]
 
 

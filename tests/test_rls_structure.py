@@ -86,12 +86,33 @@ def test_security_definer_helpers_pin_search_path(connection: Connection) -> Non
         "current_user_id",
         "member_project_ids",
         "member_source_ids",
+        "roles_at_least",
     }
     for row in rows:
         assert row.proconfig == ["search_path=pg_catalog, pg_temp"], row.proname
-        assert row.lanname == "plpgsql", row.proname
         if row.prosecdef:
+            # plpgsql caches its plans; a non-inlined SQL function re-plans every call
+            assert row.lanname == "plpgsql", row.proname
             assert row.rolname == "skillmeat_definer", row.proname
+    executable: dict[str, list[str]] = dict(
+        connection.execute(
+            text(
+                "SELECT p.proname, array_agg(coalesce(g.rolname, 'PUBLIC') ORDER BY 1) "
+                "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a "
+                "LEFT JOIN pg_roles g ON g.oid = a.grantee "
+                "WHERE n.nspname = 'skillmeat_private' AND a.privilege_type = 'EXECUTE' "
+                "AND a.grantee <> p.proowner GROUP BY 1"
+            )
+        ).all()
+    )
+    assert executable == {
+        # only says whether the transaction's own proof verifies (tenant_scope asks it)
+        "current_user_id": ["PUBLIC"],
+        "member_project_ids": [APP_ROLE],
+        "member_source_ids": [APP_ROLE],
+        "roles_at_least": ["skillmeat_definer"],
+    }
 
 
 @pytest.mark.parametrize("role", [APP_ROLE, ADMIN_ROLE, "skillmeat_definer"])
@@ -117,6 +138,28 @@ def test_roles_are_plain_and_own_nothing(connection: Connection, role: str) -> N
             text("SELECT has_schema_privilege(:r, :s, 'CREATE')"), {"r": role, "s": schema}
         ).scalar_one()
         assert may_create is False, f"{role} may create objects in {schema}"
+
+
+def test_no_request_role_can_read_identity_keys(connection: Connection) -> None:
+    for role in (APP_ROLE, ADMIN_ROLE, "PUBLIC"):
+        readable = connection.execute(
+            text(
+                "SELECT has_any_column_privilege(:r, 'skillmeat_private.identity_keys', 'SELECT')"
+                if role != "PUBLIC"
+                else "SELECT count(*) > 0 FROM information_schema.column_privileges "
+                "WHERE table_name = 'identity_keys' AND grantee = 'PUBLIC'"
+            ),
+            {"r": role},
+        ).scalar_one()
+        assert readable is False, role
+    definer_columns = connection.execute(
+        text(
+            "SELECT array_agg(column_name::text ORDER BY column_name) "
+            "FROM information_schema.column_privileges WHERE table_name = 'identity_keys' "
+            "AND grantee = 'skillmeat_definer' AND privilege_type = 'SELECT'"
+        )
+    ).scalar_one()
+    assert definer_columns == ["inner_pad", "key_id", "outer_pad"]  # never the secret
 
 
 def test_definer_can_only_read_memberships_and_sources(connection: Connection) -> None:

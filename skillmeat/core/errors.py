@@ -55,3 +55,11 @@ class ScopeError(SkillmeatError):
 
 class InvalidValue(SkillmeatError, ValueError):
     """The database could not take a value (too long for an index, malformed for its type)."""
+
+
+class ConfigurationError(SkillmeatError):
+    """The library is not configured for this call (a missing or malformed setting)."""
+
+
+class IdentityNotConfigured(ConfigurationError, ScopeError):
+    """A member scope cannot be entered: no identity key to sign its proof with."""

@@ -1,6 +1,7 @@
 """Database plumbing: settings, engine and session factories, tenant scope."""
 
 from skillmeat.core.database.engine import make_engine, make_session_factory
+from skillmeat.core.database.identity import identity_settings
 from skillmeat.core.database.settings import DEFAULT_DATABASE_URL, DatabaseSettings
 from skillmeat.core.database.tenant import Scope, current_scope, tenant_scope
 
@@ -9,6 +10,7 @@ __all__ = [
     "DatabaseSettings",
     "Scope",
     "current_scope",
+    "identity_settings",
     "make_engine",
     "make_session_factory",
     "tenant_scope",

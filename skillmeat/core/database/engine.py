@@ -1,10 +1,21 @@
-"""Engine and session factories: built from settings, never at import time."""
+"""Engine and session factories: built from settings, never at import time.
+
+Every engine is hardened against a request that ran arbitrary SQL (docs/security.md):
+- no server-side prepared statements (psycopg's `prepare_threshold=None`), so no
+  statement of the library's can be replaced by a request's `DEALLOCATE` + `PREPARE`;
+- every transaction starts with `BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE`,
+  whatever `default_transaction_*` a request left on the session;
+- on check-in the connection is rolled back and `DISCARD ALL`ed, so temporary objects,
+  prepared statements, session settings and role, advisory locks and LISTENs end with
+  the request (skipped behind a transaction pooler, where `tenant_scope` alone defends).
+"""
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool, PoolResetState
 
 from skillmeat.core.database.settings import DatabaseSettings
 
@@ -17,11 +28,40 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     """
     settings = DatabaseSettings()
     sa_url = make_url(url or settings.database_url)
-    connect_args: dict[str, Any] = kwargs.pop("connect_args", {})
-    if settings.statement_timeout_ms:
-        connect_args.setdefault("options", f"-c statement_timeout={settings.statement_timeout_ms}")
+    connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", {}))
+    connect_args.setdefault("prepare_threshold", None)
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(sa_url, connect_args=connect_args, **kwargs)
+    # Error messages and logs never show bound values (identity proofs, later tokens).
+    kwargs.setdefault("hide_parameters", True)
+    kwargs.setdefault("isolation_level", "READ COMMITTED")
+    discard = settings.database_pooler == "none" and kwargs.get("poolclass") is not NullPool
+    if discard:
+        kwargs.setdefault("pool_reset_on_return", None)  # _reset_connection rolls back itself
+    engine = create_engine(sa_url, connect_args=connect_args, **kwargs)
+    event.listen(engine, "connect", _explicit_transactions)
+    if discard and kwargs["pool_reset_on_return"] is None:
+        event.listen(engine, "reset", _reset_connection)
+    return engine
+
+
+def _explicit_transactions(dbapi_connection: Any, _record: Any) -> None:
+    # psycopg then spells out READ WRITE in every BEGIN: a session-level
+    # default_transaction_read_only left by a request cannot turn a later one read-only.
+    if not dbapi_connection.autocommit:
+        dbapi_connection.read_only = False
+
+
+def _reset_connection(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+    """Roll back, then forget everything the request left on the session."""
+    dbapi_connection.rollback()
+    if state.terminate_only:
+        return
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    try:
+        dbapi_connection.execute("DISCARD ALL")
+    finally:
+        dbapi_connection.autocommit = autocommit
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

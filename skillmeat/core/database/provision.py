@@ -36,8 +36,12 @@ def alembic_config(url: str | URL | None = None, connection: Connection | None =
     return config
 
 
-def upgrade_to_head(url: str | URL) -> None:
-    command.upgrade(alembic_config(url), "head")
+def upgrade_to_head(url: str | URL) -> str | None:
+    """Migrate to head and install the identity key; returns what the key step said."""
+    config = alembic_config(url)
+    command.upgrade(config, "head")
+    said = config.attributes.get("identity_key_message")
+    return said if isinstance(said, str) else None
 
 
 def _maintenance_engine(url: URL) -> Engine:

@@ -4,7 +4,11 @@
 -- (alembic/versions/<revision>.sql); tests fail if the two differ. To change a
 -- policy, edit this file AND add a new revision with the new copy.
 --
--- Identity: SET LOCAL ROLE skillmeat_app + set_config('skillmeat.user_id', <uuid>, true).
+-- Identity: SET LOCAL ROLE skillmeat_app + set_config('skillmeat.user_id', <uuid>, true)
+--           + set_config('skillmeat.user_proof', <proof>, true). The proof is an
+--           HMAC-SHA256 over '<uuid>.<expires>' with a key that only the definer's
+--           helper can read (skillmeat_private.identity_keys): SQL inside a request
+--           cannot claim another user. skillmeat.core.database.identity makes proofs.
 -- Admin:    SET LOCAL ROLE skillmeat_admin (separate policies, so the tenant
 --           policies stay index conditions; no "is_admin() OR ..." in them).
 -- Membership checks have the form  col = ANY ((SELECT helper())::uuid[]):  an
@@ -49,78 +53,135 @@ END
 $temp$;
 
 -- ---------------------------------------------------------------- helpers
--- A schema the application roles cannot write: nobody can shadow a helper.
-CREATE SCHEMA skillmeat_private;
+-- A schema the application roles cannot write: nobody can shadow a helper. The
+-- revision creates it first, with the identity key table (data, kept across
+-- revisions that replace this file).
+CREATE SCHEMA IF NOT EXISTS skillmeat_private;
+-- USAGE for everybody: tenant_scope's first statement names current_user_id()
+-- while the session still runs as the login role. What the schema holds is
+-- guarded one by one (EXECUTE and SELECT are granted by name).
 REVOKE ALL ON SCHEMA skillmeat_private FROM PUBLIC;
-GRANT USAGE ON SCHEMA skillmeat_private TO skillmeat_app, skillmeat_admin, skillmeat_definer;
+GRANT USAGE ON SCHEMA skillmeat_private TO PUBLIC;
 
--- The request's user, or NULL when the setting is absent, empty ('' after an
--- earlier transaction's set_config on the same connection) or not a uuid:
--- fail closed without an error that would break an innocent read.
+-- The definer may read the keys' HMAC pads, never a stored secret; no request role
+-- may read the table at all.
+REVOKE ALL ON skillmeat_private.identity_keys FROM PUBLIC;
+GRANT SELECT (key_id, inner_pad, outer_pad) ON skillmeat_private.identity_keys TO skillmeat_definer;
+
+-- The request's user when its proof verifies, else NULL: absent, empty ('' after
+-- an earlier transaction's set_config on the same connection), not a uuid, a
+-- proof that is malformed, expired (against the transaction's start), made with
+-- an unknown key or for another user. Fail closed without an error that would
+-- break an innocent read. SECURITY DEFINER: only the definer reads the keys.
 CREATE FUNCTION skillmeat_private.current_user_id() RETURNS uuid
-    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     raw text := current_setting('skillmeat.user_id', true);
+    proof text := current_setting('skillmeat.user_proof', true);
+    part text[];
+    k record;
 BEGIN
-    IF raw IS NULL
-       OR raw !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+    IF raw IS NULL OR proof IS NULL
+       OR raw !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+        RETURN NULL;
+    END IF;
+    part := regexp_match(proof, '^v1\.([0-9a-f]{16})\.([0-9]{1,12})\.([0-9a-f]{64})$');
+    IF part IS NULL OR part[2]::bigint < extract(epoch FROM now()) THEN
+        RETURN NULL;
+    END IF;
+    SELECT i.inner_pad, i.outer_pad INTO k
+      FROM skillmeat_private.identity_keys i WHERE i.key_id = part[1];
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    -- HMAC-SHA256 = H(K^opad || H(K^ipad || m)); the digests are compared hashed
+    -- again, so where a comparison stops says nothing about the expected value.
+    IF sha256(sha256(k.outer_pad || sha256(k.inner_pad || convert_to(raw || '.' || part[2], 'UTF8'))))
+       <> sha256(decode(part[3], 'hex')) THEN
         RETURN NULL;
     END IF;
     RETURN raw::uuid;
 END
 $$;
 
--- Projects where the current user holds at least min_role (viewer < editor < owner).
--- SECURITY DEFINER, owned by skillmeat_definer (which may only read memberships):
--- a policy on project_members that read project_members itself would recurse.
--- plpgsql, not SQL: PostgreSQL 15 re-plans a non-inlined SQL function on every
--- call (~0.5 ms a statement); plpgsql caches its plan.
+-- The roles that satisfy min_role (viewer < editor < owner).
+CREATE FUNCTION skillmeat_private.roles_at_least(min_role text) RETURNS text[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE min_role
+               WHEN 'viewer' THEN ARRAY['viewer', 'editor', 'owner']
+               WHEN 'editor' THEN ARRAY['editor', 'owner']
+               WHEN 'owner' THEN ARRAY['owner']
+           END
+$$;
+
+-- Projects where the current user holds at least min_role.
+-- SECURITY DEFINER, owned by skillmeat_definer (which may only read memberships,
+-- sources and the keys' pads): a policy on project_members that read
+-- project_members itself would recurse. plpgsql, not SQL: PostgreSQL 15 re-plans a
+-- non-inlined SQL function on every call (~0.5 ms a statement); plpgsql caches it.
 CREATE FUNCTION skillmeat_private.member_project_ids(min_role text) RETURNS uuid[]
     LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    uid uuid := skillmeat_private.current_user_id();
 BEGIN
+    IF uid IS NULL THEN
+        RETURN '{}';
+    END IF;
     RETURN coalesce((
         SELECT array_agg(m.project_id)
           FROM public.project_members m
-         WHERE m.user_id = skillmeat_private.current_user_id()
-           AND m.role = ANY (CASE min_role
-                                 WHEN 'viewer' THEN ARRAY['viewer', 'editor', 'owner']
-                                 WHEN 'editor' THEN ARRAY['editor', 'owner']
-                                 WHEN 'owner' THEN ARRAY['owner']
-                             END)
+         WHERE m.user_id = uid
+           AND m.role = ANY (skillmeat_private.roles_at_least(min_role))
     ), '{}');
 END
 $$;
 
--- Sources of the projects where the current user holds at least min_role.
--- Entries are checked against source ids directly: one index condition on
--- entries.source_id instead of a join to sources in every entry query.
+-- Sources of the projects where the current user holds at least min_role, in one
+-- query: the identity is checked once into a variable, so no plan can call a
+-- helper per source row (a nested helper did so on small tables). Entries are
+-- checked against source ids directly: one index condition on entries.source_id.
 CREATE FUNCTION skillmeat_private.member_source_ids(min_role text) RETURNS uuid[]
     LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    uid uuid := skillmeat_private.current_user_id();
 BEGIN
+    IF uid IS NULL THEN
+        RETURN '{}';
+    END IF;
     RETURN coalesce((
         SELECT array_agg(s.id)
-          FROM public.marketplace_sources s
-         WHERE s.project_id = ANY (skillmeat_private.member_project_ids(min_role))
+          FROM public.project_members m
+          JOIN public.marketplace_sources s ON s.project_id = m.project_id
+         WHERE m.user_id = uid
+           AND m.role = ANY (skillmeat_private.roles_at_least(min_role))
     ), '{}');
 END
 $$;
 
 -- A new owner needs CREATE on the schema (unless a superuser migrates): lend it.
 GRANT CREATE ON SCHEMA skillmeat_private TO skillmeat_definer;
+ALTER FUNCTION skillmeat_private.current_user_id() OWNER TO skillmeat_definer;
 ALTER FUNCTION skillmeat_private.member_project_ids(text) OWNER TO skillmeat_definer;
 ALTER FUNCTION skillmeat_private.member_source_ids(text) OWNER TO skillmeat_definer;
 REVOKE CREATE ON SCHEMA skillmeat_private FROM skillmeat_definer;
 REVOKE ALL ON FUNCTION skillmeat_private.current_user_id() FROM PUBLIC;
+REVOKE ALL ON FUNCTION skillmeat_private.roles_at_least(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION skillmeat_private.member_project_ids(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION skillmeat_private.member_source_ids(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION skillmeat_private.current_user_id() TO skillmeat_app, skillmeat_definer;
-GRANT EXECUTE ON FUNCTION skillmeat_private.member_project_ids(text) TO skillmeat_app, skillmeat_definer;
+-- current_user_id() answers only "does this transaction's own proof verify":
+-- tenant_scope asks it in the statement that sets the identity, while the session
+-- still runs as the login role (EXECUTE is checked before that statement runs).
+GRANT EXECUTE ON FUNCTION skillmeat_private.current_user_id() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION skillmeat_private.roles_at_least(text) TO skillmeat_definer;
+GRANT EXECUTE ON FUNCTION skillmeat_private.member_project_ids(text) TO skillmeat_app;
 GRANT EXECUTE ON FUNCTION skillmeat_private.member_source_ids(text) TO skillmeat_app;
 
 -- ---------------------------------------------------------------- projects
@@ -129,7 +190,8 @@ ALTER TABLE public.projects ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.projects FORCE ROW LEVEL SECURITY;
 GRANT SELECT, DELETE ON public.projects TO skillmeat_app;
 GRANT UPDATE (name) ON public.projects TO skillmeat_app;
-GRANT SELECT, INSERT, UPDATE, DELETE ON public.projects TO skillmeat_admin;
+GRANT SELECT, DELETE ON public.projects TO skillmeat_admin;
+GRANT INSERT (name), UPDATE (name) ON public.projects TO skillmeat_admin;
 
 CREATE POLICY projects_app_select ON public.projects FOR SELECT TO skillmeat_app
     USING (id = ANY ((SELECT skillmeat_private.member_project_ids('viewer'))::uuid[]));
@@ -144,13 +206,15 @@ CREATE POLICY projects_admin_update ON public.projects FOR UPDATE TO skillmeat_a
 CREATE POLICY projects_admin_delete ON public.projects FOR DELETE TO skillmeat_admin USING (true);
 
 -- ---------------------------------------------------------------- project_members
--- viewer: read the project's memberships; owner: manage them, but never its
--- own row (nobody adds itself to a project or changes its own role).
+-- viewer: read the project's memberships; owner: manage them, but never add
+-- itself or change its own role; any member may delete its own row (leave).
 ALTER TABLE public.project_members ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.project_members FORCE ROW LEVEL SECURITY;
-GRANT SELECT, INSERT, DELETE ON public.project_members TO skillmeat_app;
+GRANT SELECT, DELETE ON public.project_members TO skillmeat_app;
+GRANT INSERT (project_id, user_id, role) ON public.project_members TO skillmeat_app;
 GRANT UPDATE (role) ON public.project_members TO skillmeat_app;
-GRANT SELECT, INSERT, UPDATE, DELETE ON public.project_members TO skillmeat_admin;
+GRANT SELECT, DELETE ON public.project_members TO skillmeat_admin;
+GRANT INSERT (project_id, user_id, role), UPDATE (role) ON public.project_members TO skillmeat_admin;
 GRANT SELECT ON public.project_members TO skillmeat_definer;
 
 CREATE POLICY project_members_app_select ON public.project_members FOR SELECT TO skillmeat_app
@@ -164,7 +228,8 @@ CREATE POLICY project_members_app_update ON public.project_members FOR UPDATE TO
     WITH CHECK (project_id = ANY ((SELECT skillmeat_private.member_project_ids('owner'))::uuid[])
                 AND user_id IS DISTINCT FROM (SELECT skillmeat_private.current_user_id()));
 CREATE POLICY project_members_app_delete ON public.project_members FOR DELETE TO skillmeat_app
-    USING (project_id = ANY ((SELECT skillmeat_private.member_project_ids('owner'))::uuid[]));
+    USING (project_id = ANY ((SELECT skillmeat_private.member_project_ids('owner'))::uuid[])
+           OR user_id = (SELECT skillmeat_private.current_user_id()));
 CREATE POLICY project_members_admin_select ON public.project_members FOR SELECT TO skillmeat_admin USING (true);
 CREATE POLICY project_members_admin_insert ON public.project_members FOR INSERT TO skillmeat_admin WITH CHECK (true);
 CREATE POLICY project_members_admin_update ON public.project_members FOR UPDATE TO skillmeat_admin USING (true) WITH CHECK (true);
@@ -175,8 +240,13 @@ CREATE POLICY project_members_definer_select ON public.project_members FOR SELEC
 -- viewer: read; editor: insert, update, delete (only within projects it edits).
 ALTER TABLE public.marketplace_sources ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.marketplace_sources FORCE ROW LEVEL SECURITY;
-GRANT SELECT, INSERT, UPDATE, DELETE ON public.marketplace_sources TO skillmeat_app;
-GRANT SELECT, INSERT, UPDATE, DELETE ON public.marketplace_sources TO skillmeat_admin;
+-- Column grants: no request role writes ids or audit stamps. An explicit id let
+-- ON CONFLICT DO NOTHING tell whether another tenant's row exists.
+GRANT SELECT, DELETE ON public.marketplace_sources TO skillmeat_app, skillmeat_admin;
+GRANT INSERT (project_id, repo_url, branch_or_ref, root_hint, manual_map, trust_level, visibility),
+      UPDATE (project_id, repo_url, branch_or_ref, root_hint, manual_map, trust_level, visibility,
+              last_sync, last_error)
+   ON public.marketplace_sources TO skillmeat_app, skillmeat_admin;
 GRANT SELECT ON public.marketplace_sources TO skillmeat_definer;
 
 CREATE POLICY marketplace_sources_app_select ON public.marketplace_sources FOR SELECT TO skillmeat_app
@@ -200,8 +270,12 @@ CREATE POLICY marketplace_sources_definer_select ON public.marketplace_sources F
 -- tenant's source, with the same error whether that source exists or not.
 ALTER TABLE public.marketplace_catalog_entries ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.marketplace_catalog_entries FORCE ROW LEVEL SECURITY;
-GRANT SELECT, INSERT, UPDATE, DELETE ON public.marketplace_catalog_entries TO skillmeat_app;
-GRANT SELECT, INSERT, UPDATE, DELETE ON public.marketplace_catalog_entries TO skillmeat_admin;
+GRANT SELECT, DELETE ON public.marketplace_catalog_entries TO skillmeat_app, skillmeat_admin;
+GRANT INSERT (source_id, artifact_type, detected_path, upstream_url, detected_version_sha,
+              confidence_score, detected_at, status),
+      UPDATE (upstream_url, detected_version_sha, confidence_score, detected_at, status,
+              imported_at, imported_version_sha)
+   ON public.marketplace_catalog_entries TO skillmeat_app, skillmeat_admin;
 
 CREATE POLICY marketplace_catalog_entries_app_select ON public.marketplace_catalog_entries FOR SELECT TO skillmeat_app
     USING (source_id = ANY ((SELECT skillmeat_private.member_source_ids('viewer'))::uuid[]));

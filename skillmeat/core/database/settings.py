@@ -1,15 +1,25 @@
 """Connection settings, read from the environment (SKILLMEAT_*)."""
 
+from typing import Literal
+
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/skillmeat"
 
 
 class DatabaseSettings(BaseSettings):
-    """Where the marketplace database lives; `SKILLMEAT_DATABASE_URL` overrides the default."""
+    """Where the marketplace database lives and how requests run on it (SKILLMEAT_*)."""
 
     model_config = SettingsConfigDict(env_prefix="SKILLMEAT_", extra="ignore")
 
     database_url: str = DEFAULT_DATABASE_URL
-    # Statement timeout applied to every pooled connection (0 = none), in milliseconds.
-    statement_timeout_ms: int = 0
+    # What sits between the library and PostgreSQL. "transaction": a transaction
+    # pooler such as PgBouncer in pool_mode = transaction, where a server connection
+    # is shared between clients: the check-in reset (DISCARD ALL) would run on some
+    # other client's server connection, so it is skipped; every scope's own defences
+    # (pinned search_path, session settings restored, no prepared statements) stay.
+    database_pooler: Literal["none", "transaction"] = "none"
+    # Transaction-local limits set by every tenant_scope, in milliseconds (0 = none).
+    statement_timeout_ms: int = Field(default=30_000, ge=0)
+    lock_timeout_ms: int = Field(default=5_000, ge=0)

@@ -1,9 +1,17 @@
 """Tenant scope: the transaction-local identity that row-level security reads.
 
-A member request runs as role skillmeat_app with `skillmeat.user_id` set; an
-admin request runs as skillmeat_admin. Both are set with set_config(..., true),
-so they end with the transaction and a pooled connection never carries an
-identity into the next request.
+A member request runs as role skillmeat_app with `skillmeat.user_id` and a proof the
+database verifies (`skillmeat.core.database.identity`); an admin request runs as
+skillmeat_admin. All of it is set with set_config(..., true), so it ends with the
+transaction.
+
+The scope's first statement also defends the request against what an earlier one
+may have left on the session (on our pool the check-in reset removes it; behind a
+transaction pooler nothing does): the search path is pinned with pg_temp last, the
+session-level settings a request may change are put back to their defaults for this
+transaction, and the statement and lock timeouts come from settings. psycopg sends
+that statement with every name schema-qualified, so nothing on the search path can
+redirect it.
 """
 
 import uuid
@@ -12,15 +20,73 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from skillmeat.core.database.errors import translated_errors
-from skillmeat.core.errors import ScopeError
+from skillmeat.core.database.errors import sqlstate_of, translated_errors
+from skillmeat.core.database.identity import (
+    KEY_ENV,
+    PROOF_SETTING,
+    USER_SETTING,
+    configured_key,
+    identity_settings,
+    stored_generated_key,
+)
+from skillmeat.core.database.settings import DatabaseSettings
+from skillmeat.core.errors import IdentityNotConfigured, ScopeError
 
 APP_ROLE = "skillmeat_app"
 ADMIN_ROLE = "skillmeat_admin"
-USER_SETTING = "skillmeat.user_id"
+SEARCH_PATH = "pg_catalog, public, pg_temp"
 _SCOPE_KEY = "skillmeat.scope"
+
+# Settings a transaction pooler (PgBouncer) tracks per client and sets itself, and
+# those this statement sets anyway.
+_KEPT = (
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+    "application_name",
+    "role",
+    "session_authorization",
+    "search_path",
+    "transaction_isolation",
+    "transaction_read_only",
+    "transaction_deferrable",
+)
+
+# The settings this statement changes, in one list, so a nested scope can put back
+# exactly what it found.
+_SETTINGS = (
+    "search_path",
+    "statement_timeout",
+    "lock_timeout",
+    "role",
+    USER_SETTING,
+    PROOF_SETTING,
+)
+
+_RESTORE_SESSION = (
+    "(SELECT pg_catalog.count(pg_catalog.set_config(g.name, g.reset_val, true)) "
+    "FROM pg_catalog.pg_settings g WHERE g.source = 'session' AND g.context = 'user' "
+    "AND g.name <> ALL (CAST(:kept AS pg_catalog.text[])))"
+)
+
+
+def _enter_sql(*, restore_session: bool, verify_member: bool) -> str:
+    previous = ", ".join(
+        f"pg_catalog.current_setting(:n{i}, true) AS p{i}" for i in range(len(_SETTINGS))
+    )
+    sets = ", ".join(f"pg_catalog.set_config(:n{i}, :v{i}, true)" for i in range(len(_SETTINGS)))
+    restored = f"{_RESTORE_SESSION}, " if restore_session else ""
+    verified = "skillmeat_private.current_user_id() IS NOT NULL" if verify_member else "true"
+    cols = ", ".join(f"e.p{i}" for i in range(len(_SETTINGS)))
+    # OFFSET 0 keeps the subquery (which sets everything) evaluated before the check.
+    return (
+        f"SELECT {cols}, {verified} AS verified FROM (SELECT {previous}, {restored}{sets} "
+        "OFFSET 0) AS e"
+    )
 
 
 @dataclass(frozen=True)
@@ -49,7 +115,7 @@ def tenant_scope(
     """Begin a transaction acting for `user_id` (or as admin); commit on success, else roll back.
 
     Inside an already open transaction it uses a savepoint and restores the
-    previous role and identity on exit.
+    previous role, identity and settings on exit.
     """
     if admin == (user_id is not None):
         raise ScopeError(
@@ -61,26 +127,67 @@ def tenant_scope(
     if _SCOPE_KEY in session.info:
         raise ScopeError("tenant_scope cannot be nested in another tenant_scope on one session")
 
+    settings = DatabaseSettings()
     role = ADMIN_ROLE if admin else APP_ROLE
-    transaction = session.begin_nested() if session.in_transaction() else session.begin()
+    nested = session.in_transaction()
+    transaction = session.begin_nested() if nested else session.begin()
     with translated_errors(), transaction:
-        previous_role, previous_user = session.execute(
-            text(
-                "SELECT current_setting('role'), current_setting(:setting, true), "
-                "set_config('role', :role, true), set_config(:setting, :user_id, true)"
-            ),
-            {"setting": USER_SETTING, "role": role, "user_id": str(user_id or "")},
-        ).one()[:2]
+        identity = {USER_SETTING: "", PROOF_SETTING: ""}
+        if user_id is not None:
+            identity = _member_identity(session, user_id)
+        values = {
+            "search_path": SEARCH_PATH,
+            "statement_timeout": str(settings.statement_timeout_ms),
+            "lock_timeout": str(settings.lock_timeout_ms),
+            "role": role,
+            **identity,
+        }
+        params: dict[str, object] = {"kept": list(_KEPT)}
+        for i, name in enumerate(_SETTINGS):
+            params[f"n{i}"] = name
+            params[f"v{i}"] = values[name]
+        sql = _enter_sql(restore_session=not nested, verify_member=user_id is not None)
+        try:
+            row = session.execute(text(sql), params).one()
+        except DBAPIError as exc:
+            if sqlstate_of(exc) == "42501" and "role" in str(exc.orig):
+                raise ScopeError(
+                    f"this connection's login role may not act as {role}: admin requests "
+                    "need the admin pool's login role (docs/security.md, 'Two pools')"
+                ) from None
+            raise
+        if not row.verified:
+            raise ScopeError(
+                f"the database did not accept the identity proof for user {user_id}: "
+                f"install the key in {KEY_ENV} with `skillmeat-db upgrade`, and check "
+                "that the backend's and the database's clocks agree"
+            )
         session.info[_SCOPE_KEY] = Scope(user_id=user_id, admin=admin)
         try:
             yield session
             if session.connection().in_nested_transaction():
-                # A savepoint's release keeps SET LOCAL: put the caller's identity back.
-                session.execute(
-                    text(
-                        "SELECT set_config('role', :role, true), set_config(:setting, :user, true)"
-                    ),
-                    {"role": previous_role, "setting": USER_SETTING, "user": previous_user or ""},
+                # A savepoint's release keeps SET LOCAL: put back what the caller had.
+                put_back = ", ".join(
+                    f"pg_catalog.set_config(:n{i}, :v{i}, true)" for i in range(len(_SETTINGS))
                 )
+                restore: dict[str, object] = {}
+                for i, name in enumerate(_SETTINGS):
+                    restore[f"n{i}"] = name
+                    restore[f"v{i}"] = row[i] or ""
+                session.execute(text(f"SELECT {put_back}"), restore)
         finally:
             session.info.pop(_SCOPE_KEY, None)
+
+
+def _member_identity(session: Session, user_id: uuid.UUID) -> dict[str, str]:
+    """The settings for `user_id`, signed with SKILLMEAT_IDENTITY_KEY or, in development,
+    with the key `skillmeat-db upgrade` generated (readable by a superuser only)."""
+    key = configured_key()
+    if key is None:
+        key = stored_generated_key(session.connection())
+    if key is None:
+        raise IdentityNotConfigured(
+            f"member scopes need {KEY_ENV}: set it to the identity key installed in the "
+            "database (32+ random bytes, hex or base64; docs/security.md)"
+        )
+    return identity_settings(user_id, key=key)
