@@ -1,9 +1,10 @@
 """sync_catalog: every status rule, real rescans, a model-based property test,
 refusals that change nothing, constant round trips, and concurrent syncs."""
 
+import itertools
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +274,31 @@ def test_bad_item_names_its_index_and_field_and_writes_nothing(
     with pytest.raises(ValidationFailed, match=r"artifacts\[1\]\.confidence_score"):
         sync(session, ed, src, [artifact("skills/a"), bad])  # type: ignore[list-item]
     assert _snapshot(session, src) == before
+
+
+def test_a_scan_over_the_limit_is_refused_before_anything_is_written(
+    session: Session, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ed, src = world.a.members["editor"], world.a.source
+    monkeypatch.setenv("SKILLMEAT_MAX_SCAN_ARTIFACTS", "3")
+    before = _snapshot(session, src)
+    pulled: list[int] = []
+
+    def endless() -> Iterator[DetectedArtifact]:
+        for n in itertools.count():
+            pulled.append(n)
+            yield artifact(f"skills/s{n}")
+
+    with pytest.raises(ValidationFailed) as caught, tenant_scope(session, user_id=ed):
+        repo.sync_catalog(session, src, endless())
+    assert str(caught.value).startswith(
+        "artifacts: more than 3 artifacts is not allowed (at most 3 per sync_catalog call, "
+        "set by SKILLMEAT_MAX_SCAN_ARTIFACTS"
+    )
+    assert len(pulled) == 4
+    assert _snapshot(session, src) == before
+    # At the limit the same scan goes through.
+    assert sync(session, ed, src, [artifact(f"skills/s{n}") for n in range(3)]).inserted == 3
 
 
 def test_sync_works_where_temporary_is_revoked_from_public(session: Session, world: World) -> None:

@@ -6,6 +6,7 @@ is identified by its SQLSTATE and by the constraint, or column, PostgreSQL names
 
 import datetime as dt
 import itertools
+import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -142,6 +143,25 @@ CHECKS = {
     },
 }
 
+# Bounded, clean input (revision 96234684d7d9): more than one CHECK per column, by name.
+BOUNDS = {
+    "marketplace_sources": {
+        "ck_marketplace_sources_branch_or_ref_length": "branch_or_ref",
+        "ck_marketplace_sources_branch_or_ref_clean": "branch_or_ref",
+        "ck_marketplace_sources_root_hint_clean": "root_hint",
+        "ck_marketplace_sources_manual_map_size": "manual_map",
+    },
+    "marketplace_catalog_entries": {
+        "ck_marketplace_catalog_entries_detected_path_clean": "detected_path",
+        "ck_marketplace_catalog_entries_upstream_url_length": "upstream_url",
+        "ck_marketplace_catalog_entries_upstream_url_clean": "upstream_url",
+        "ck_marketplace_catalog_entries_detected_version_sha_length": "detected_version_sha",
+        "ck_marketplace_catalog_entries_detected_version_sha_clean": "detected_version_sha",
+        "ck_marketplace_catalog_entries_imported_version_sha_length": "imported_version_sha",
+        "ck_marketplace_catalog_entries_imported_version_sha_clean": "imported_version_sha",
+    },
+}
+
 # Relative paths are canonical: no empty, '.' or '..' segment, so one path has one spelling.
 BAD_PATHS = [
     *["", "/x", "/", "..", "../x", "a/../b", "a/..", "a//b", "skills/x/", "./x", "a/./b"],
@@ -178,7 +198,7 @@ REFUSED: list[ParameterSet] = [
             "",
         ],
     ),
-    *cases("marketplace_sources", "branch_or_ref", ["", " ", "   ", "\t"]),
+    *cases("marketplace_sources", "branch_or_ref", ["", " ", "   "]),
     *cases(
         "marketplace_sources",
         "root_hint",
@@ -214,7 +234,7 @@ REFUSED: list[ParameterSet] = [
             "github.com/anthropics/skills",
         ],
     ),
-    *cases("marketplace_catalog_entries", "detected_version_sha", ["", "  ", "\n"]),
+    *cases("marketplace_catalog_entries", "detected_version_sha", ["", "  "]),
     *cases(
         "marketplace_catalog_entries",
         "confidence_score",
@@ -307,7 +327,7 @@ def test_every_check_is_covered(connection: Connection, table: str) -> None:
         ),
         {"table": table},
     ).scalars()
-    assert list(names) == sorted(CHECKS[table].values())
+    assert list(names) == sorted([*CHECKS[table].values(), *BOUNDS.get(table, {})])
 
 
 # --- NOT NULL ------------------------------------------------------------------------------
@@ -624,3 +644,160 @@ def test_id_is_generated_by_the_server(connection: Connection, table: str) -> No
     assert isinstance(first, uuid.UUID)
     assert (first.version, second.version) == (4, 4)
     assert first != second
+
+
+# --- bounded, clean input ------------------------------------------------------------------
+
+# One character of each class the `_clean` CHECKs refuse (NUL needs none: text cannot hold it).
+UNCLEAN = {
+    "C0 first": "\x01",
+    "BEL": "\x07",
+    "ESC": "\x1b",
+    "C0 last": "\x1f",
+    "DEL": "\x7f",
+    "C1 first": "\x80",
+    "NEL": "\x85",
+    "C1 last": "\x9f",
+    "LRE": "\u202a",
+    "RLO": "\u202e",
+    "LRI": "\u2066",
+    "PDI": "\u2069",
+}
+# Next to each refused range, and ordinary non-ASCII: accepted.
+NEAR = {"space": " ", "tilde": "~", "NBSP": "\xa0", "U+2029": "\u2029", "U+202F": "\u202f"}
+NEAR |= {"U+2065": "\u2065", "U+206A": "\u206a", "e-acute": "\xe9", "CJK": "\u65e5"}
+NFD = "cafe\u0301"
+
+# table, column, how a value holding `text` is spelled there, whether it is a path
+TEXT_COLUMNS = [
+    ("marketplace_sources", "branch_or_ref", "a{}b", False),
+    ("marketplace_sources", "root_hint", "skills/a{}b", True),
+    ("marketplace_catalog_entries", "detected_path", "skills/a{}b", True),
+    ("marketplace_catalog_entries", "upstream_url", "https://x.io/a{}b", False),
+    ("marketplace_catalog_entries", "detected_version_sha", "a{}b", False),
+    ("marketplace_catalog_entries", "imported_version_sha", "a{}b", False),
+]
+
+
+def _unclean_cases() -> list[ParameterSet]:
+    params = []
+    for table, column, spelling, is_path in TEXT_COLUMNS:
+        constraint = f"ck_{table}_{column}_clean"
+        bad = {name: spelling.format(char) for name, char in UNCLEAN.items()}
+        bad["NFD"] = spelling.format(NFD)
+        if is_path:
+            bad |= {"backslash": spelling.format("\\"), "dotdot-backslash": "..\\..\\etc"}
+        for name, value in bad.items():
+            params.append(pytest.param(table, column, value, constraint, id=f"{column}-{name}"))
+    return params
+
+
+BOUNDED_REFUSED: list[ParameterSet] = [
+    *_unclean_cases(),
+    *[
+        pytest.param(t, c, v, f"ck_{t}_{c}_length", id=f"{c}-{len(v)}")
+        for t, c, v in [
+            ("marketplace_sources", "branch_or_ref", "r" * 256),
+            ("marketplace_catalog_entries", "upstream_url", "https://x.io/" + "a" * 2036),
+            ("marketplace_catalog_entries", "upstream_url", "https://x.io/" + "a" * (20 << 20)),
+            ("marketplace_catalog_entries", "detected_version_sha", "\xe9" * 257),
+            ("marketplace_catalog_entries", "detected_version_sha", "f" * (20 << 20)),
+            ("marketplace_catalog_entries", "imported_version_sha", "f" * 257),
+        ]
+    ],
+    # 1025 bytes in 513 characters: the limit is in bytes.
+    pytest.param(
+        "marketplace_sources",
+        "root_hint",
+        "\xe9/" * 341 + "xx",
+        "ck_marketplace_sources_root_hint_relative",
+        id="root_hint-1025-bytes",
+    ),
+]
+
+
+@pytest.mark.parametrize(("table", "column", "value", "constraint"), BOUNDED_REFUSED)
+def test_bounded_check_refuses(
+    connection: Connection, table: str, column: str, value: str, constraint: str
+) -> None:
+    with refused(connection, CHECK_VIOLATION) as violation:
+        INSERTERS[table](connection, **{column: value})
+    assert violation.constraint == constraint
+
+
+BOUNDED_ACCEPTED: list[ParameterSet] = [
+    *[
+        pytest.param(t, c, spelling.format(char), id=f"{c}-{name}")
+        for t, c, spelling, _ in TEXT_COLUMNS
+        for name, char in NEAR.items()
+        # whitespace in a URL is upstream_url_https's business
+        if not (c == "upstream_url" and char in (" ", "\xa0", "\u2029", "\u202f"))
+    ],
+    *[
+        pytest.param(t, c, spelling.format("\\"), id=f"{c}-backslash")
+        for t, c, spelling, is_path in TEXT_COLUMNS
+        if not is_path
+    ],
+    pytest.param("marketplace_sources", "branch_or_ref", "r" * 255, id="branch_or_ref-255"),
+    pytest.param(
+        "marketplace_catalog_entries",
+        "upstream_url",
+        "https://x.io/" + "a" * 2035,
+        id="upstream_url-2048",
+    ),
+    pytest.param(
+        "marketplace_catalog_entries",
+        "detected_version_sha",
+        "\xe9" * 256,
+        id="detected_version_sha-256-chars-512-bytes",
+    ),
+    pytest.param(
+        "marketplace_catalog_entries", "imported_version_sha", "f" * 256, id="imported-256"
+    ),
+    pytest.param(
+        "marketplace_sources", "root_hint", "\xe9/" * 341 + "x", id="root_hint-1024-bytes"
+    ),
+]
+
+
+@pytest.mark.parametrize(("table", "column", "value"), BOUNDED_ACCEPTED)
+def test_bounded_check_accepts(connection: Connection, table: str, column: str, value: str) -> None:
+    row = INSERTERS[table](connection, **{column: value})
+    assert getattr(row, column) == value
+
+
+def _manual_map(value: object) -> Sql:
+    return Sql(f"CAST('{json.dumps(value)}' AS jsonb)")
+
+
+@pytest.mark.parametrize(
+    "manual_map",
+    [
+        {"skill": [f"s/{n}" for n in range(101)]},
+        {"skill": [f"s/{n}" for n in range(60)], "agent": [f"a/{n}" for n in range(41)]},
+        {f"k{n}": "x" for n in range(101)},  # bare strings count one each
+        {"skill": [f"s/{n}" for n in range(50_000)]},
+    ],
+    ids=["101-in-one", "60+41", "101-bare-strings", "50000"],
+)
+def test_manual_map_of_more_than_100_paths_is_refused(
+    connection: Connection, manual_map: dict[str, Any]
+) -> None:
+    with refused(connection, CHECK_VIOLATION) as violation:
+        insert_source(connection, manual_map=_manual_map(manual_map))
+    assert violation.constraint == "ck_marketplace_sources_manual_map_size"
+
+
+@pytest.mark.parametrize(
+    "manual_map",
+    [
+        {},
+        {"skill": [f"s/{n}" for n in range(100)]},
+        {"skill": [f"s/{n}" for n in range(60)], "agent": [f"a/{n}" for n in range(40)]},
+    ],
+    ids=["empty", "100-in-one", "60+40"],
+)
+def test_manual_map_of_at_most_100_paths_is_accepted(
+    connection: Connection, manual_map: dict[str, Any]
+) -> None:
+    assert insert_source(connection, manual_map=_manual_map(manual_map)).manual_map == manual_map

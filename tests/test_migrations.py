@@ -32,6 +32,7 @@ RELEASED_REVISIONS = {
     "20261127_1805_marketplace_schema.py": "a481bf967fc08849",
     "20261205_2250_request_isolation.py": "0168a66b47a33719",
     "20261205_2250_request_isolation.sql": "625215eb821dd709",
+    "20261205_2320_96234684d7d9_bounded_input.py": "75689afa6ec6adf1",
 }
 
 # Everything the chain creates outside pg_catalog/information_schema.
@@ -180,6 +181,116 @@ def test_a_non_superuser_owner_with_createrole_can_migrate_up_and_down(
                 assert _leftovers(owner_engine) == []
             finally:
                 owner_engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
+        admin.dispose()
+
+
+BAD_ROWS = """
+WITH p AS (INSERT INTO projects (name) VALUES ('p') RETURNING id),
+s AS (
+    INSERT INTO marketplace_sources (project_id, repo_url, branch_or_ref)
+    SELECT id, 'https://github.com/a/b', E'main\\u202e' FROM p RETURNING id
+)
+INSERT INTO marketplace_catalog_entries
+    (source_id, artifact_type, detected_path, upstream_url, detected_version_sha,
+     confidence_score)
+SELECT s.id, 'skill', 'skills/' || n, 'https://x.io/' || repeat('a', 3000), 'abc', 50
+  FROM s, generate_series(1, 2) AS n
+"""
+BOUNDED_INPUT = "96234684d7d9"
+
+
+def _new_checks(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                text(
+                    "SELECT conname FROM pg_constraint WHERE contype = 'c' AND ("
+                    "conname LIKE '%\\_clean' OR conname LIKE '%\\_length' "
+                    "OR conname LIKE '%\\_size') ORDER BY 1"
+                )
+            ).scalars()
+        )
+
+
+def _forced(engine: Engine) -> list[bool]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                text(
+                    "SELECT relforcerowsecurity FROM pg_class WHERE relname IN "
+                    "('marketplace_sources', 'marketplace_catalog_entries')"
+                )
+            ).scalars()
+        )
+
+
+def _upgrade_over_bad_rows(migrate_as: URL, admin: Engine, observer: Engine) -> None:
+    """Rows that break the new CHECKs stop the upgrade with counts; nothing changes."""
+    config = alembic_config(migrate_as)
+    command.upgrade(config, "5e0b2d7a9c14")
+    with admin.begin() as conn:
+        conn.execute(text(BAD_ROWS))
+
+    with pytest.raises(RuntimeError) as caught:
+        command.upgrade(config, BOUNDED_INPUT)
+
+    message = str(caught.value)
+    assert "cannot add its CHECKs to marketplace_sources: 1 rows break " in message
+    assert "ck_marketplace_sources_branch_or_ref_clean (branch_or_ref !~ '[" in message
+    assert "SELECT id FROM marketplace_sources WHERE NOT (branch_or_ref !~" in message
+    with observer.connect() as conn:
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+    assert version == "5e0b2d7a9c14"
+    assert _new_checks(observer) == []
+    assert _forced(observer) == [True, True]
+
+    with admin.begin() as conn:
+        conn.execute(text("UPDATE marketplace_sources SET branch_or_ref = 'main'"))
+    with pytest.raises(RuntimeError) as caught:
+        command.upgrade(config, BOUNDED_INPUT)
+    assert (
+        "cannot add its CHECKs to marketplace_catalog_entries: 2 rows break "
+        "ck_marketplace_catalog_entries_upstream_url_length (char_length(upstream_url) <= 2048)"
+    ) in str(caught.value)
+
+    with admin.begin() as conn:
+        conn.execute(text("DELETE FROM marketplace_catalog_entries"))
+    command.upgrade(config, BOUNDED_INPUT)
+    assert len(_new_checks(observer)) == 11
+    assert _forced(observer) == [True, True]
+
+
+def test_existing_rows_that_break_the_bounds_stop_the_upgrade(
+    empty_database: tuple[URL, Engine],
+) -> None:
+    url, engine = empty_database
+    _upgrade_over_bad_rows(url, engine, engine)
+
+
+def test_the_bounds_precheck_sees_every_row_when_the_owner_migrates(
+    pg_server_url: URL,
+) -> None:
+    """FORCE ROW LEVEL SECURITY would hide every row from the owner: the count must not."""
+    role, password = "skillmeat_test_migrator", "migrator-secret"
+    admin = make_engine(pg_server_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
+            conn.execute(text(f"CREATE ROLE {role} LOGIN CREATEROLE PASSWORD '{password}'"))
+        with throwaway_database(pg_server_url, prefix="skillmeat_migr") as url:
+            with admin.connect() as conn:
+                conn.execute(text(f'ALTER DATABASE "{url.database}" OWNER TO {role}'))
+            superuser = make_engine(url, poolclass=NullPool)
+            try:
+                _upgrade_over_bad_rows(
+                    url.set(username=role, password=password), superuser, superuser
+                )
+                command.downgrade(alembic_config(url.set(username=role, password=password)), "base")
+            finally:
+                superuser.dispose()
     finally:
         with admin.connect() as conn:
             conn.execute(text(f"DROP ROLE IF EXISTS {role}"))

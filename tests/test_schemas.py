@@ -4,10 +4,12 @@ Pure Python: no database and no fixtures from conftest.
 """
 
 import datetime as dt
+import itertools
 import math
 import pickle
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from skillmeat.core.errors import SkillmeatError, ValidationFailed
+from skillmeat.core.limits import InputLimits
 from skillmeat.core.models.enums import ArtifactType, CatalogStatus, TrustLevel, Visibility
 from skillmeat.core.schemas import (
     CatalogEntryRead,
@@ -450,8 +453,8 @@ def test_blank_sha_is_refused(sha: str) -> None:
     loc, msg = only_message(caught.value)
     assert loc == ("detected_version_sha",)
     assert msg == (
-        f"{sha!r} is not allowed (must be a non-blank commit SHA or version without NUL "
-        "characters or unpaired surrogates)"
+        f"{sha!r} is not allowed (is blank; must be a non-blank commit SHA or version of at "
+        "most 256 characters)"
     )
 
 
@@ -472,10 +475,8 @@ def test_sha_is_stripped() -> None:
         "https://",
         "https://exa mple.com/x",
         "https://example.com/has space",
-        "https://example.com/tab\there",
         "https://user@example.com/x",
         "https://example.com:port/x",
-        "https://example.com/x\n",
         "github.com/acme/tools",
     ],
 )
@@ -594,6 +595,261 @@ def test_validation_failed_survives_pickling() -> None:
         error.reason,
         "artifacts[0].detected_path: '/x' is not allowed",
     )
+
+
+# --- bounded, clean input -------------------------------------------------------
+
+# One character of each refused class, and the neighbours of each range (accepted).
+CONTROL_CHARS = {
+    "NUL-free C0 ESC": "\x1b",
+    "C0 BEL": "\x07",
+    "C0 first": "\x01",
+    "C0 last": "\x1f",
+    "DEL": "\x7f",
+    "C1 first": "\x80",
+    "C1 NEL": "\x85",
+    "C1 CSI": "\x9b",
+    "C1 last": "\x9f",
+    "LRE U+202A": "\u202a",
+    "RLO U+202E": "\u202e",
+    "LRI U+2066": "\u2066",
+    "PDI U+2069": "\u2069",
+}
+NEIGHBOURS = [" ", "~", "\xa0", "\u2029", "\u202f", "\u2065", "\u206a", "é", "日"]
+
+REPO = "github.com/a/b"
+
+
+def _source(**fields: Any) -> SourceCreate:
+    return SourceCreate(project_id=PROJECT_ID, repo_url=REPO, **fields)
+
+
+# field -> (how to build an input holding `text`, the error's loc, the field's own rule)
+TEXT_FIELDS: dict[str, tuple[Any, tuple[int | str, ...], str]] = {
+    "root_hint": (lambda t: _source(root_hint=t), ("root_hint",), "relative path"),
+    "update.root_hint": (lambda t: SourceUpdate(root_hint=t), ("root_hint",), "relative path"),
+    "manual_map": (
+        lambda t: _source(manual_map={"skill": ["skills/ok", t]}),
+        ("manual_map", "skill", 1),
+        "relative path",
+    ),
+    "branch_or_ref": (lambda t: _source(branch_or_ref=t), ("branch_or_ref",), "branch, tag"),
+    "update.branch_or_ref": (
+        lambda t: SourceUpdate(branch_or_ref=t),
+        ("branch_or_ref",),
+        "branch, tag",
+    ),
+    "detected_path": (
+        lambda t: DetectedArtifact.model_validate(artifact(detected_path=t)),
+        ("detected_path",),
+        "relative path",
+    ),
+    "upstream_url": (
+        lambda t: DetectedArtifact.model_validate(artifact(upstream_url="https://x.io/" + t)),
+        ("upstream_url",),
+        "https:// URL",
+    ),
+    "detected_version_sha": (
+        lambda t: DetectedArtifact.model_validate(artifact(detected_version_sha=t)),
+        ("detected_version_sha",),
+        "commit SHA",
+    ),
+}
+PATH_FIELDS = {"root_hint", "update.root_hint", "manual_map", "detected_path"}
+
+
+@pytest.mark.parametrize("field", TEXT_FIELDS)
+@pytest.mark.parametrize("char", CONTROL_CHARS.values(), ids=CONTROL_CHARS.keys())
+def test_control_and_bidi_characters_are_refused_in_every_text_field(field: str, char: str) -> None:
+    build, loc, rule = TEXT_FIELDS[field]
+    value = f"skills/a{char}b"
+    with pytest.raises(ValidationError) as caught:
+        build(value)
+    where, msg = only_message(caught.value)
+    assert where == loc
+    shown = repr("https://x.io/" + value) if field == "upstream_url" else repr(value)
+    assert msg.startswith(f"{shown} is not allowed (contains U+{ord(char):04X}")
+    assert "control characters (C0, C1, DEL)" in msg
+    assert "bidi controls (U+202A-U+202E, U+2066-U+2069)" in msg
+    assert rule in msg
+    assert char not in msg  # the message shows the escape, never the character itself
+
+
+@pytest.mark.parametrize("field", TEXT_FIELDS)
+@pytest.mark.parametrize("char", NEIGHBOURS)
+def test_characters_next_to_the_refused_ranges_are_accepted(field: str, char: str) -> None:
+    if char.isspace() and field not in PATH_FIELDS:
+        return  # whitespace: refused by the ref's and the URL's own rules
+    TEXT_FIELDS[field][0](f"skills/a{char}b")
+
+
+@pytest.mark.parametrize("field", TEXT_FIELDS)
+@pytest.mark.parametrize("value", ["..\\..\\etc", "skills\\x", "a\\"])
+def test_backslash_is_refused_in_paths_only(field: str, value: str) -> None:
+    build, loc, _ = TEXT_FIELDS[field]
+    if field not in PATH_FIELDS:
+        build(value)  # a ref, SHA or URL may hold one; it is no path separator there
+        return
+    with pytest.raises(ValidationError) as caught:
+        build(value)
+    where, msg = only_message(caught.value)
+    assert where == loc
+    assert msg.startswith(f"{value!r} is not allowed (contains U+005C REVERSE SOLIDUS at index")
+    assert "bidi controls (U+202A-U+202E, U+2066-U+2069) and backslashes are refused" in msg
+
+
+NFD, NFC = "cafe\u0301", "caf\u00e9"
+
+
+def test_text_fields_are_stored_in_nfc() -> None:
+    source = _source(
+        root_hint=f"skills/{NFD}", branch_or_ref=NFD, manual_map={"skill": [NFD, NFC, "x"]}
+    )
+    assert (source.root_hint, source.branch_or_ref) == (f"skills/{NFC}", NFC)
+    assert source.manual_map == {ArtifactType.SKILL: [NFC, "x"]}  # one path, not two
+    update = SourceUpdate(root_hint=NFD, branch_or_ref=NFD)
+    assert update.changes() == {"root_hint": NFC, "branch_or_ref": NFC}
+    detected = DetectedArtifact.model_validate(
+        artifact(
+            detected_path=f"skills/{NFD}",
+            upstream_url=f"https://x.io/{NFD}",
+            detected_version_sha=NFD,
+        )
+    )
+    assert (detected.detected_path, detected.upstream_url, detected.detected_version_sha) == (
+        f"skills/{NFC}",
+        f"https://x.io/{NFC}",
+        NFC,
+    )
+
+
+def test_nfd_and_nfc_spellings_of_one_path_are_a_duplicate() -> None:
+    items = [
+        artifact(detected_path=f"skills/{NFC}"),
+        artifact(detected_path="skills/other"),
+        artifact(detected_path=f"skills/{NFD}"),
+    ]
+    with pytest.raises(ValidationFailed) as caught:
+        validate_artifacts(items)
+    assert caught.value.field == "artifacts[2].detected_path"
+    assert str(caught.value).startswith(
+        f"artifacts[2].detected_path: 'skills/{NFC}' is not allowed (artifacts[0] already has it"
+    )
+    assert "paths compared in NFC" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "fits", "too_long", "rule"),
+    [
+        (
+            "upstream_url",
+            "https://x.io/" + "a" * (2048 - 13),
+            "https://x.io/" + "a" * (2049 - 13),
+            "(has 2049 characters; must be an https:// URL of at most 2048 characters",
+        ),
+        (
+            "detected_version_sha",
+            "f" * 256,
+            "é" * 257,
+            "(has 257 characters; must be a non-blank commit SHA or version of at most 256",
+        ),
+    ],
+)
+def test_url_and_sha_lengths_are_bounded(field: str, fits: str, too_long: str, rule: str) -> None:
+    assert getattr(DetectedArtifact.model_validate(artifact(**{field: fits})), field) == fits
+    with pytest.raises(ValidationError) as caught:
+        DetectedArtifact.model_validate(artifact(**{field: too_long}))
+    loc, msg = only_message(caught.value)
+    assert loc == (field,)
+    assert msg.startswith(repr(too_long[:77])[:77] + "... is not allowed ")
+    assert rule in msg
+
+
+@pytest.mark.parametrize("field", ["upstream_url", "detected_version_sha", "detected_path"])
+def test_a_20_mib_value_is_refused_with_a_short_message(field: str) -> None:
+    huge = "https://x.io/" + "a" * (20 << 20) if field == "upstream_url" else "a" * (20 << 20)
+    with pytest.raises(ValidationFailed) as caught:
+        validate_artifacts([artifact(**{field: huge})])
+    assert caught.value.field == f"artifacts[0].{field}"
+    assert len(str(caught.value)) < 400
+    assert "'aaaa" in str(caught.value) or "'https://x.io/aaa" in str(caught.value)
+    assert str(len(huge)) in str(caught.value)
+
+
+def test_a_manual_map_path_is_bounded_in_bytes() -> None:
+    fits = "é/" * 341 + "x"  # 1024 bytes
+    assert _source(manual_map={"hook": fits}).manual_map == {ArtifactType.HOOK: [fits]}
+    with pytest.raises(ValidationError) as caught:
+        _source(manual_map={"hook": fits + "x"})
+    loc, msg = only_message(caught.value)
+    assert loc == ("manual_map", "hook", 0)
+    assert "is 1025 bytes long (at most 1024)" in msg
+
+
+def test_manual_map_holds_at_most_100_paths_in_total() -> None:
+    full = {"skill": [f"s/{n}" for n in range(60)], "agent": [f"a/{n}" for n in range(40)]}
+    assert sum(len(v) for v in _source(manual_map=full).manual_map.values()) == 100
+    for changed in (
+        {**full, "hook": "h"},
+        {**full, "agent": [*full["agent"], "a/x"]},
+        {"skill": [f"s/{n}" for n in range(50_000)]},
+    ):
+        for build in (_source, SourceUpdate):
+            with pytest.raises(ValidationError) as caught:
+                build(manual_map=changed)
+            loc, msg = only_message(caught.value)  # one error, not 50,000
+            assert loc == ("manual_map",)
+            assert msg.startswith("manual_map is not allowed (has more than 100 paths")
+            assert "at most 100 paths in total across all artifact types" in msg
+
+
+def test_an_endless_manual_map_iterator_is_not_drained() -> None:
+    pulled = itertools.count()
+    endless = (f"s/{next(pulled)}" for _ in itertools.count())
+    with pytest.raises(ValidationError) as caught:
+        _source(manual_map={"skill": endless})
+    assert "has more than 100 paths" in only_message(caught.value)[1]
+    assert next(pulled) == 101
+
+
+def test_input_limits_default_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SKILLMEAT_MAX_SCAN_ARTIFACTS", raising=False)
+    assert InputLimits().max_scan_artifacts == 100_000
+    monkeypatch.setenv("SKILLMEAT_MAX_SCAN_ARTIFACTS", "7")
+    assert InputLimits().max_scan_artifacts == 7
+    monkeypatch.setenv("SKILLMEAT_MAX_SCAN_ARTIFACTS", "0")
+    with pytest.raises(ValidationError):
+        InputLimits()
+
+
+def _endless_scan(pulled: list[int]) -> Iterator[dict[str, Any]]:
+    """Ten million artifacts, if anyone asked for them all."""
+    for n in range(10_000_000):
+        pulled.append(n)
+        yield artifact(detected_path=f"skills/{n}")
+
+
+def test_a_scan_past_the_limit_is_refused_without_draining_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SKILLMEAT_MAX_SCAN_ARTIFACTS", "5")
+    assert len(validate_artifacts(itertools.islice(_endless_scan([]), 5))) == 5
+    pulled: list[int] = []
+    with pytest.raises(ValidationFailed) as caught:
+        validate_artifacts(_endless_scan(pulled))
+    assert len(pulled) == 6  # stopped at the first item past the limit
+    assert caught.value.field == "artifacts"
+    assert str(caught.value) == (
+        "artifacts: more than 5 artifacts is not allowed (at most 5 per sync_catalog call, "
+        "set by SKILLMEAT_MAX_SCAN_ARTIFACTS; split the scan or raise the setting)"
+    )
+
+
+def test_an_explicit_limit_overrides_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKILLMEAT_MAX_SCAN_ARTIFACTS", "1")
+    assert len(validate_artifacts(itertools.islice(_endless_scan([]), 3), max_artifacts=3)) == 3
+    with pytest.raises(ValidationFailed, match="more than 2 artifacts"):
+        validate_artifacts(itertools.islice(_endless_scan([]), 3), max_artifacts=2)
 
 
 # --- read models ----------------------------------------------------------------

@@ -48,6 +48,26 @@ def relative_path_check(column: str) -> str:
     )
 
 
+# C0 (text cannot hold NUL), DEL, C1 and the bidi embeddings, overrides and isolates;
+# paths refuse backslashes too. PostgreSQL's regex engine reads the \x and \u escapes.
+# skillmeat/core/schemas/marketplace.py refuses the same characters with a message.
+UNCLEAN_TEXT_RE = r"[\x01-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
+UNCLEAN_PATH_RE = r"[\x01-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\\]"
+
+
+def clean_text_check(column: str, *, path: bool = False) -> CheckConstraint:
+    """No control or bidi characters (nor backslashes in a path), and NFC, so that one
+    name has one spelling in the unique (source_id, artifact_type, detected_path)."""
+    regex = UNCLEAN_PATH_RE if path else UNCLEAN_TEXT_RE
+    return CheckConstraint(
+        f"{column} !~ '{regex}' AND {column} IS NFC NORMALIZED", name=f"{column}_clean"
+    )
+
+
+def max_chars(column: str, limit: int) -> CheckConstraint:
+    return CheckConstraint(f"char_length({column}) <= {limit}", name=f"{column}_length")
+
+
 class MarketplaceSource(UUIDPrimaryKeyMixin, TimestampMixin, Base):
     __tablename__ = "marketplace_sources"
     __table_args__ = (
@@ -55,6 +75,14 @@ class MarketplaceSource(UUIDPrimaryKeyMixin, TimestampMixin, Base):
         not_blank("branch_or_ref", "branch_or_ref_not_blank"),
         CheckConstraint(relative_path_check("root_hint"), name="root_hint_relative"),
         CheckConstraint("jsonb_typeof(manual_map) = 'object'", name="manual_map_object"),
+        max_chars("branch_or_ref", 255),
+        clean_text_check("branch_or_ref"),
+        clean_text_check("root_hint", path=True),
+        # Every element of every value; lax mode counts a bare string value as one path.
+        CheckConstraint(
+            "jsonb_array_length(jsonb_path_query_array(manual_map, 'lax $.*[*]')) <= 100",
+            name="manual_map_size",
+        ),
         # GitHub owner/repo names are case-insensitive: one registration per project.
         Index(
             "uq_marketplace_sources_project_id_lower_repo_url",
@@ -114,6 +142,13 @@ class MarketplaceCatalogEntry(UUIDPrimaryKeyMixin, TimestampMixin, Base):
             name="upstream_url_https",
         ),
         not_blank("detected_version_sha", "detected_version_sha_not_blank"),
+        clean_text_check("detected_path", path=True),
+        max_chars("upstream_url", 2048),
+        clean_text_check("upstream_url"),
+        max_chars("detected_version_sha", 256),
+        clean_text_check("detected_version_sha"),
+        max_chars("imported_version_sha", 256),
+        clean_text_check("imported_version_sha"),
         # double precision, not numeric: numeric comparisons are not LEAKPROOF, so
         # under RLS a minimum-confidence filter could not be an index condition.
         CheckConstraint(

@@ -5,6 +5,7 @@ input is refused here with a sentence a person can act on, before PostgreSQL see
 """
 
 import datetime as dt
+import itertools
 import re
 import unicodedata
 import uuid
@@ -23,9 +24,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from skillmeat.core.errors import ValidationFailed
+from skillmeat.core.limits import InputLimits
 from skillmeat.core.models.enums import ArtifactType, CatalogStatus, TrustLevel, Visibility
 
 __all__ = [
+    "MAX_MANUAL_MAP_PATHS",
+    "MAX_UPSTREAM_URL_CHARS",
+    "MAX_VERSION_SHA_CHARS",
     "CatalogEntryRead",
     "DetectedArtifact",
     "SourceCreate",
@@ -44,8 +49,52 @@ def _refuse(reason: str) -> PydanticCustomError:
 
 
 def _show(value: object) -> str:
-    text = repr(value)
+    # Slice before repr: a 20 MiB value must not be copied whole into a message.
+    text = repr(value[:80] if isinstance(value, str) and len(value) > 80 else value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+# --- clean text: the one rule for every text field ------------------------------------
+
+MAX_UPSTREAM_URL_CHARS = 2048
+MAX_VERSION_SHA_CHARS = 256
+MAX_MANUAL_MAP_PATHS = 100
+
+# C0 (NUL is reported apart: PostgreSQL cannot store it at all), DEL and C1; the bidi
+# embeddings, overrides and isolates of "Trojan Source" (U+202A-U+202E, U+2066-U+2069).
+# The CHECKs `<column>_clean` in the models hold the same classes.
+_CONTROLS = r"\x01-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+_UNCLEAN_TEXT = re.compile(f"[{_CONTROLS}]")
+_UNCLEAN_PATH = re.compile(f"[{_CONTROLS}\\\\]")
+_CONTROL_CLASSES = (
+    "control characters (C0, C1, DEL)",
+    "bidi controls (U+202A-U+202E, U+2066-U+2069)",
+)
+
+
+def _char_name(char: str) -> str:
+    name = unicodedata.name(char, "")
+    return f"U+{ord(char):04X} {name}" if name else f"U+{ord(char):04X}"
+
+
+def _clean_text(value: str, *, rule: str, path: bool = False) -> str:
+    """The NFC form of `value`, refused if it holds what no text field may hold.
+
+    Paths refuse backslashes too (a Windows separator: `..\\..\\x` would be one segment).
+    NFC, so that one name typed on macOS (NFD) and on Linux (NFC) is one value. `rule` is
+    the field's own rule, appended to the refusal.
+    """
+    if _unencodable(value):
+        why = "contains a NUL character or an unpaired surrogate"
+    elif found := (_UNCLEAN_PATH if path else _UNCLEAN_TEXT).search(value):
+        classes = (*_CONTROL_CLASSES, "backslashes") if path else _CONTROL_CLASSES
+        refused = ", ".join(classes[:-1]) + " and " + classes[-1]
+        why = (
+            f"contains {_char_name(found.group())} at index {found.start()}: {refused} are refused"
+        )
+    else:
+        return unicodedata.normalize("NFC", value)
+    raise _refuse(f"{_show(value)} is not allowed ({why}; {rule})")
 
 
 # --- repository URL ---------------------------------------------------------------
@@ -175,10 +224,14 @@ def _unencodable(value: str) -> bool:
     return False
 
 
+_PATH_RULE = (
+    "must be a relative path inside the repository such as 'skills/review' or '.' for its root"
+)
+
+
 def _relative_path(value: str) -> str:
-    if _unencodable(value):
-        why = "contains a NUL character or an unpaired surrogate"
-    elif len(value.encode("utf-8")) > MAX_PATH_BYTES:
+    value = _clean_text(value, rule=_PATH_RULE, path=True)
+    if len(value.encode("utf-8")) > MAX_PATH_BYTES:
         why = f"is {len(value.encode('utf-8'))} bytes long (at most {MAX_PATH_BYTES})"
     elif value == "":
         why = "is empty"
@@ -190,17 +243,20 @@ def _relative_path(value: str) -> str:
         why = "has an empty or '.' segment (write it without '//', './' or a trailing '/')"
     else:
         return value
-    raise _refuse(
-        f"{_show(value)} is not allowed ({why}; must be a relative path inside the "
-        "repository such as 'skills/review' or '.' for its root)"
-    )
+    raise _refuse(f"{_show(value)} is not allowed ({why}; {_PATH_RULE})")
 
 
 RelativePath = Annotated[str, AfterValidator(_relative_path)]
 
 
+_REF_RULE = (
+    "must be a branch, tag or commit of 1-255 characters without whitespace, "
+    "such as 'main' or 'HEAD'"
+)
+
+
 def _branch_or_ref(value: str) -> str:
-    ref = value.strip()
+    ref = _clean_text(value.strip(), rule=_REF_RULE)
     if not ref:
         why = "is blank"
     elif len(ref) > 255:
@@ -209,10 +265,7 @@ def _branch_or_ref(value: str) -> str:
         why = "contains whitespace, control characters or an unpaired surrogate"
     else:
         return ref
-    raise _refuse(
-        f"{_show(value)} is not allowed ({why}; must be a branch, tag or commit of "
-        "1-255 characters without whitespace, such as 'main' or 'HEAD')"
-    )
+    raise _refuse(f"{_show(value)} is not allowed ({why}; {_REF_RULE})")
 
 
 BranchOrRef = Annotated[str, AfterValidator(_branch_or_ref)]
@@ -221,20 +274,35 @@ _ARTIFACT_TYPES = tuple(kind.value for kind in ArtifactType)
 
 
 def _manual_map_shape(value: Any) -> Any:
-    """Check the keys and accept `{"skill": "path"}` for `{"skill": ["path"]}`."""
+    """Check the keys, accept `{"skill": "path"}` for `{"skill": ["path"]}`, and count the
+    paths before any is validated (a 50,000-path map is refused without 50,000 errors)."""
     if not isinstance(value, Mapping):
         raise _refuse(
             f"{_show(value)} is not allowed (must be a mapping of artifact type to a path "
             "or a list of paths)"
         )
     shaped: dict[Any, Any] = {}
+    total = 0
     for key, paths in value.items():
         if not isinstance(key, str) or key not in _ARTIFACT_TYPES:
             raise _refuse(
                 f"manual_map key {_show(key)} is not allowed (must be one of: "
                 f"{', '.join(_ARTIFACT_TYPES)})"
             )
-        shaped[key] = [paths] if isinstance(paths, str) else paths
+        if isinstance(paths, str):
+            paths = [paths]
+        elif isinstance(paths, Iterable) and not isinstance(paths, bytes | Mapping):
+            # Never more than the limit + 1 taken from an iterator, however long it is.
+            paths = list(itertools.islice(paths, MAX_MANUAL_MAP_PATHS - total + 1))
+        shaped[key] = paths
+        if isinstance(paths, list):
+            total += len(paths)
+        if total > MAX_MANUAL_MAP_PATHS:
+            raise _refuse(
+                f"manual_map is not allowed (has more than {MAX_MANUAL_MAP_PATHS} paths, "
+                f"counted up to manual_map[{key!r}]; at most {MAX_MANUAL_MAP_PATHS} paths "
+                "in total across all artifact types, as sent)"
+            )
     return shaped
 
 
@@ -260,26 +328,40 @@ ManualMap = Annotated[
 _UPSTREAM_URL_RE = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[^\s\x00]*)?")
 
 
+_UPSTREAM_URL_RULE = (
+    f"must be an https:// URL of at most {MAX_UPSTREAM_URL_CHARS} characters: host of "
+    "letters, digits, '.' or '-', optional port, optional path without whitespace"
+)
+
+
 def _upstream_url(value: str) -> str:
-    if _UPSTREAM_URL_RE.fullmatch(value) and not _unencodable(value):
-        return value
-    raise _refuse(
-        f"{_show(value)} is not allowed (must be an https:// URL: host of letters, digits, "
-        "'.' or '-', optional port, optional path without whitespace)"
-    )
+    url = _clean_text(value, rule=_UPSTREAM_URL_RULE)
+    if len(url) > MAX_UPSTREAM_URL_CHARS:
+        raise _refuse(
+            f"{_show(value)} is not allowed (has {len(url)} characters; {_UPSTREAM_URL_RULE})"
+        )
+    if not _UPSTREAM_URL_RE.fullmatch(url):
+        raise _refuse(f"{_show(value)} is not allowed ({_UPSTREAM_URL_RULE})")
+    return url
 
 
 UpstreamUrl = Annotated[str, AfterValidator(_upstream_url)]
 
 
+_VERSION_SHA_RULE = (
+    f"must be a non-blank commit SHA or version of at most {MAX_VERSION_SHA_CHARS} characters"
+)
+
+
 def _version_sha(value: str) -> str:
-    sha = value.strip()
-    if sha and not _unencodable(sha):
+    sha = _clean_text(value.strip(), rule=_VERSION_SHA_RULE)
+    if not sha:
+        why = "is blank"
+    elif len(sha) > MAX_VERSION_SHA_CHARS:
+        why = f"has {len(sha)} characters"
+    else:
         return sha
-    raise _refuse(
-        f"{_show(value)} is not allowed (must be a non-blank commit SHA or version "
-        "without NUL characters or unpaired surrogates)"
-    )
+    raise _refuse(f"{_show(value)} is not allowed ({why}; {_VERSION_SHA_RULE})")
 
 
 VersionSha = Annotated[str, AfterValidator(_version_sha)]
@@ -399,15 +481,29 @@ def _batch_error(where: str, exc: ValidationError) -> ValidationFailed:
 
 def validate_artifacts(
     items: Iterable[DetectedArtifact | Mapping[str, Any]],
+    *,
+    max_artifacts: int | None = None,
 ) -> list[DetectedArtifact]:
-    """Validate a scan's batch, refusing it at the first bad item or repeated path.
+    """Validate a scan's batch, refusing it at the first bad item, repeated path, or the
+    item past `max_artifacts` (default: `SKILLMEAT_MAX_SCAN_ARTIFACTS`, 100,000).
 
     Raises `ValidationFailed` whose field reads like `artifacts[3].confidence_score`.
+    Paths are compared in NFC, so two spellings of `café` are one path (a duplicate).
     """
+    limit = InputLimits().max_scan_artifacts if max_artifacts is None else max_artifacts
     artifacts: list[DetectedArtifact] = []
     first_index: dict[tuple[ArtifactType, str], int] = {}
     for index, item in enumerate(items):
         where = f"artifacts[{index}]"
+        if index == limit:
+            # Stops at the first item past the limit: an endless iterator is not drained.
+            raise ValidationFailed(
+                "artifacts",
+                f"more than {limit} items",
+                f"more than {limit} artifacts is not allowed (at most {limit} per "
+                "sync_catalog call, set by SKILLMEAT_MAX_SCAN_ARTIFACTS; split the scan "
+                "or raise the setting)",
+            )
         if isinstance(item, DetectedArtifact) and isinstance(item.artifact_type, ArtifactType):
             artifact = item
         elif isinstance(item, DetectedArtifact):
@@ -436,7 +532,7 @@ def validate_artifacts(
                 artifact.detected_path,
                 f"{_show(artifact.detected_path)} is not allowed (artifacts[{first}] already "
                 f"has it for artifact_type {artifact.artifact_type.value!r}; each type and "
-                "path may appear once per batch)",
+                "path may appear once per batch, paths compared in NFC)",
             )
         artifacts.append(artifact)
     return artifacts
