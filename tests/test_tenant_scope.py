@@ -1,6 +1,5 @@
 """tenant_scope: the library's way in, and what it leaves behind on pooled connections."""
 
-import secrets
 import uuid
 
 import pytest
@@ -12,6 +11,7 @@ from sqlalchemy.pool import NullPool
 
 from skillmeat.core.database import make_engine, make_session_factory, tenant_scope
 from skillmeat.core.errors import PermissionDenied, ScopeError
+from tests.login_roles import ADMIN_POOL, MEMBER_POOL, login_role
 from tests.rls_world import World, build_world
 
 NEW_SOURCE = (
@@ -118,34 +118,67 @@ def test_pool_of_one_alternating_users_never_leaks(
         engine.dispose()
 
 
-def test_deployment_login_role_touches_nothing_without_a_scope(
+def test_member_pool_login_role_touches_nothing_without_a_scope_and_cannot_be_admin(
     database_url: URL, engine: Engine, committed_world: World
 ) -> None:
-    """The login role wiring from docs/security.md: NOINHERIT member of both roles."""
-    login = "skillmeat_test_login"
-    password = secrets.token_hex(8)
-    with engine.begin() as conn:
-        conn.execute(
+    """The member pool's wiring from docs/security.md: NOINHERIT member of skillmeat_app only."""
+    with login_role(engine, database_url, MEMBER_POOL) as url:
+        member_pool = make_engine(url, poolclass=NullPool)
+        try:
+            with member_pool.connect() as conn, pytest.raises(DBAPIError) as refused:
+                conn.execute(text("SELECT count(*) FROM projects"))
+            assert getattr(refused.value.orig, "sqlstate", None) == "42501"
+            with member_pool.connect() as conn, pytest.raises(DBAPIError) as refused:
+                conn.execute(text("SET ROLE skillmeat_admin"))
+            assert getattr(refused.value.orig, "sqlstate", None) == "42501"
+            with make_session_factory(member_pool)() as session:
+                with tenant_scope(session, user_id=committed_world.b.members["owner"]):
+                    seen = session.execute(text("SELECT id FROM projects")).scalars().all()
+                assert seen == [committed_world.b.project]
+                with (
+                    pytest.raises(ScopeError, match="admin pool"),
+                    tenant_scope(session, admin=True),
+                ):
+                    pass
+                assert not session.in_transaction()
+        finally:
+            member_pool.dispose()
+
+
+def test_admin_pool_login_role_serves_admin_scopes_only(
+    database_url: URL, engine: Engine, committed_world: World
+) -> None:
+    with login_role(engine, database_url, ADMIN_POOL) as url:
+        admin_pool = make_engine(url, poolclass=NullPool)
+        try:
+            with make_session_factory(admin_pool)() as session:
+                with tenant_scope(session, admin=True):
+                    ids = set(session.execute(text("SELECT id FROM projects")).scalars())
+                assert {committed_world.a.project, committed_world.b.project} <= ids
+                with (
+                    pytest.raises(ScopeError, match="member pool"),
+                    tenant_scope(session, user_id=committed_world.a.members["owner"]),
+                ):
+                    pass
+        finally:
+            admin_pool.dispose()
+
+
+def test_scope_sets_its_timeouts_and_search_path(
+    session: Session, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SKILLMEAT_STATEMENT_TIMEOUT_MS", "1234")
+    monkeypatch.setenv("SKILLMEAT_LOCK_TIMEOUT_MS", "567")
+    session.execute(text("SET LOCAL search_path = pg_temp, public"))
+    with tenant_scope(session, user_id=world.a.members["viewer"]):
+        inside = session.execute(
             text(
-                "DO $$ BEGIN CREATE ROLE skillmeat_test_login LOGIN NOINHERIT; "
-                "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+                "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'), "
+                "current_setting('search_path')"
             )
-        )
-        conn.execute(text(f"ALTER ROLE {login} PASSWORD '{password}'"))
-        conn.execute(text(f"GRANT skillmeat_app, skillmeat_admin TO {login}"))
-    as_login = make_engine(database_url.set(username=login, password=password), poolclass=NullPool)
-    try:
-        with as_login.connect() as conn, pytest.raises(DBAPIError) as refused:
-            conn.execute(text("SELECT count(*) FROM projects"))
-        assert getattr(refused.value.orig, "sqlstate", None) == "42501"
-        with make_session_factory(as_login)() as session:
-            with tenant_scope(session, user_id=committed_world.b.members["owner"]):
-                seen = session.execute(text("SELECT id FROM projects")).scalars().all()
-            assert seen == [committed_world.b.project]
-            with tenant_scope(session, admin=True):
-                total = session.execute(text("SELECT count(*) FROM projects")).scalar_one()
-            assert total >= 2
-    finally:
-        as_login.dispose()
-        with engine.begin() as conn:  # a LOGIN member of skillmeat_admin must not outlive the test
-            conn.execute(text(f"DROP ROLE IF EXISTS {login}"))
+        ).one()
+    assert tuple(inside) == ("1234ms", "567ms", "pg_catalog, public, pg_temp")
+    # A nested scope puts back what the caller had.
+    assert session.execute(text("SELECT current_setting('search_path')")).scalar_one() == (
+        "pg_temp, public"
+    )

@@ -151,9 +151,11 @@ def tenant_scope(
             row = session.execute(text(sql), params).one()
         except DBAPIError as exc:
             if sqlstate_of(exc) == "42501" and "role" in str(exc.orig):
+                pool = "admin" if admin else "member"
                 raise ScopeError(
-                    f"this connection's login role may not act as {role}: admin requests "
-                    "need the admin pool's login role (docs/security.md, 'Two pools')"
+                    f"this connection's login role may not act as {role}: "
+                    f"{'admin' if admin else 'member'} requests need the {pool} pool's login "
+                    "role (docs/security.md, 'Two pools')"
                 ) from None
             raise
         if not row.verified:
