@@ -29,6 +29,7 @@ RELEASED_REVISIONS = {
     "20261127_1810_row_level_security.py": "eec1a20429c75300",
     "20261127_1810_row_level_security.sql": "87b731e4b476e2a4",
     "20261127_1805_marketplace_schema.py": "a481bf967fc08849",
+    "20261205_2310_ac48ebd7ed9a_projects_api.py": "14b61e08a985169c",
 }
 
 # Everything the chain creates outside pg_catalog/information_schema.

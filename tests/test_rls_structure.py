@@ -76,7 +76,9 @@ def test_policies_name_their_roles_and_update_checks_both_sides(
 def test_security_definer_helpers_pin_search_path(connection: Connection) -> None:
     rows = connection.execute(
         text(
-            "SELECT p.proname, p.prosecdef, p.proconfig, r.rolname, l.lanname "
+            "SELECT p.proname, p.prosecdef, p.proconfig, r.rolname, l.lanname, "
+            "p.proacl IS NOT NULL AND NOT EXISTS (SELECT 1 FROM aclexplode(p.proacl) a "
+            "WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') AS not_public "
             "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
             "JOIN pg_roles r ON r.oid = p.proowner JOIN pg_language l ON l.oid = p.prolang "
             "WHERE n.nspname = 'skillmeat_private'"
@@ -86,9 +88,11 @@ def test_security_definer_helpers_pin_search_path(connection: Connection) -> Non
         "current_user_id",
         "member_project_ids",
         "member_source_ids",
+        "project_keeps_an_owner",
     }
     for row in rows:
         assert row.proconfig == ["search_path=pg_catalog, pg_temp"], row.proname
+        assert row.not_public, f"PUBLIC may execute {row.proname}"
         assert row.lanname == "plpgsql", row.proname
         if row.prosecdef:
             assert row.rolname == "skillmeat_definer", row.proname
