@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 from skillmeat.core.database.migrations import (
     SchemaState,
     configured_url,
+    head_revision,
     schema_status,
     upgrade,
 )
@@ -93,6 +94,7 @@ def _args(url: URL, **options: Any) -> argparse.Namespace:
 def upgrade_command(url: str | None) -> None:
     """Create the database if it does not exist, then migrate it to head."""
     target = _url(url)
+    head_revision()  # the scripts are there, before anything is created
     if database_exists(target):
         click.echo(f"database {target.database!r} exists on {_shown(target)}")
     else:

@@ -38,9 +38,13 @@ class MigrationsMissing(SkillmeatError):
 
 def script_location() -> Path:
     """Where the migration scripts are: in the installed package, else in the checkout."""
-    for candidate in (PACKAGED_SCRIPTS, CHECKOUT_SCRIPTS):
-        if (candidate / "env.py").is_file() and (candidate / "versions").is_dir():
-            return candidate
+    if (PACKAGED_SCRIPTS / "env.py").is_file():
+        return PACKAGED_SCRIPTS
+    # A checkout has alembic.ini beside alembic/ (site-packages/alembic is the library).
+    if (CHECKOUT_SCRIPTS / "env.py").is_file() and (
+        CHECKOUT_SCRIPTS.parent / "alembic.ini"
+    ).is_file():
+        return CHECKOUT_SCRIPTS
     raise MigrationsMissing(
         f"migration scripts not found in {PACKAGED_SCRIPTS} or {CHECKOUT_SCRIPTS}: "
         "reinstall skillmeat (pip install --force-reinstall skillmeat)"
