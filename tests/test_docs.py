@@ -63,7 +63,7 @@ def test_cli_upgrade_creates_and_migrates_then_current_reports_head(pg_server_ur
 
 def test_cli_fails_in_one_line_without_a_traceback() -> None:
     result = run(["skillmeat-db", "current"], "postgresql+psycopg://postgres@127.0.0.1:1/none")
-    assert result.returncode == 1
+    assert result.returncode == 3  # current: 3 = could not tell
     assert result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("skillmeat-db current: cannot use")
@@ -90,7 +90,7 @@ def test_demo_shows_isolation_and_cleans_up(scratch_url: str) -> None:
 )
 def test_cli_bad_url_is_one_line(url: str) -> None:
     result = run(["skillmeat-db", "current"], url)
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("skillmeat-db current: bad database URL:")
 
@@ -110,6 +110,7 @@ def test_cli_on_a_database_newer_than_the_code(pg_server_url: URL) -> None:
         shown = url.render_as_string(hide_password=False)
         current = run(["skillmeat-db", "current"], shown)
         assert "deadbeef0000 (unknown to this code" in current.stdout
+        assert current.returncode == 2
         upgrade = run(["skillmeat-db", "upgrade"], shown)
         assert upgrade.returncode == 1
         assert "Traceback" not in upgrade.stderr

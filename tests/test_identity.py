@@ -125,8 +125,8 @@ def forgeries(world: World) -> dict[str, dict[str, str | None]]:
         "empty proof": {USER_SETTING: str(victim), PROOF_SETTING: ""},
         "tampered mac": {USER_SETTING: str(victim), PROOF_SETTING: _tamper(real[PROOF_SETTING])},
         "other user's proof": {USER_SETTING: str(victim), PROOF_SETTING: mine[PROOF_SETTING]},
-        "expired": expired,
-        "other key": other_key,
+        "expired": dict(expired),
+        "other key": dict(other_key),
         "known key id, other secret": {
             USER_SETTING: str(victim),
             PROOF_SETTING: same_id_other_secret,

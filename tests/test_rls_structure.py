@@ -86,6 +86,7 @@ def test_security_definer_helpers_pin_search_path(connection: Connection) -> Non
         "current_user_id",
         "member_project_ids",
         "member_source_ids",
+        "project_keeps_an_owner",
         "roles_at_least",
     }
     for row in rows:

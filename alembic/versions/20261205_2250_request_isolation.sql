@@ -192,6 +192,9 @@ GRANT SELECT, DELETE ON public.projects TO skillmeat_app;
 GRANT UPDATE (name) ON public.projects TO skillmeat_app;
 GRANT SELECT, DELETE ON public.projects TO skillmeat_admin;
 GRANT INSERT (name), UPDATE (name) ON public.projects TO skillmeat_admin;
+-- The last-owner trigger (project_keeps_an_owner) checks whether the project still
+-- exists: deleting a project cascades its memberships and stays allowed.
+GRANT SELECT ON public.projects TO skillmeat_definer;
 
 CREATE POLICY projects_app_select ON public.projects FOR SELECT TO skillmeat_app
     USING (id = ANY ((SELECT skillmeat_private.member_project_ids('viewer'))::uuid[]));
@@ -204,6 +207,7 @@ CREATE POLICY projects_admin_select ON public.projects FOR SELECT TO skillmeat_a
 CREATE POLICY projects_admin_insert ON public.projects FOR INSERT TO skillmeat_admin WITH CHECK (true);
 CREATE POLICY projects_admin_update ON public.projects FOR UPDATE TO skillmeat_admin USING (true) WITH CHECK (true);
 CREATE POLICY projects_admin_delete ON public.projects FOR DELETE TO skillmeat_admin USING (true);
+CREATE POLICY projects_definer_select ON public.projects FOR SELECT TO skillmeat_definer USING (true);
 
 -- ---------------------------------------------------------------- project_members
 -- viewer: read the project's memberships; owner: manage them, but never add

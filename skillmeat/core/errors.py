@@ -63,3 +63,21 @@ class ConfigurationError(SkillmeatError):
 
 class IdentityNotConfigured(ConfigurationError, ScopeError):
     """A member scope cannot be entered: no identity key to sign its proof with."""
+
+
+class LastOwner(ConstraintViolation):
+    """The change would leave a project without an owner (enforced by a deferred trigger)."""
+
+    CONSTRAINT = "project_members_keep_an_owner"
+
+    def __init__(self, project_id: object) -> None:
+        super().__init__(
+            f"project_id: {project_id} would have no owner left; make another member "
+            "owner first, or delete the project",
+            constraint=self.CONSTRAINT,
+            sqlstate="23514",
+        )
+        self.project_id = project_id
+
+    def __reduce__(self) -> tuple[type["LastOwner"], tuple[object]]:
+        return (type(self), (self.project_id,))

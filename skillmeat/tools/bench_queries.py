@@ -10,7 +10,6 @@ not assertions: docs/performance.md records a run.
 
 import argparse
 import statistics
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -34,11 +33,11 @@ from skillmeat.core.database.tenant import tenant_scope
 from skillmeat.core.errors import ValidationFailed
 from skillmeat.core.repositories.query_paths import NAMED_PATHS, NamedPath
 from skillmeat.tools import CommandError
+from skillmeat.tools.console import ProgressBar, render_table
 from skillmeat.tools.plans import (
     Subject,
     compile_statement,
     explain_path,
-    render_table,
     sample_subjects,
 )
 
@@ -47,41 +46,6 @@ RATIO_TARGETS: dict[str, float] = {"1": 1.6, "2": 1.6, "3": 1.6, "3b": 1.6, "4":
 OVERVIEW_TARGET = 10.0  # path 6 against the explicit `source_id = ANY(...)` form
 SCALING_TARGET = 1.5  # path 3's median, 1M entries against 10k
 SCALING_PATH = "3"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = DatasetSpec()
-    parser.add_argument(
-        "--entries", type=int, default=defaults.entries, help="catalog entries to generate"
-    )
-    parser.add_argument("--sources", type=int, default=defaults.sources, help="sources")
-    parser.add_argument("--projects", type=int, default=defaults.projects, help="projects")
-    parser.add_argument(
-        "--repeat", type=int, default=500, help="measured runs per path and side (default 500)"
-    )
-    parser.add_argument(
-        "--warmup", type=int, default=30, help="unmeasured runs per path first (default 30)"
-    )
-    parser.add_argument(
-        "--users", type=int, default=20, help="members sampled, each on its largest source"
-    )
-    parser.add_argument(
-        "--scaling-entries",
-        type=int,
-        default=10_000,
-        help="size of the small database path 3 is compared against (0: skip)",
-    )
-    parser.add_argument(
-        "--keep",
-        metavar="NAME",
-        help="build the dataset in a new database NAME on the server and keep it afterwards "
-        "(for `skillmeat-db explain` on the same data)",
-    )
-    parser.add_argument(
-        "--existing",
-        action="store_true",
-        help="measure the configured database as it is instead of a generated throwaway one",
-    )
 
 
 @dataclass(frozen=True)
@@ -372,35 +336,3 @@ def _report(
             f"{after.explicit_ms:.3f} ms, x{after.explicit_ms / before.explicit_ms:.2f}",
         ]
     return lines
-
-
-class ProgressBar:
-    """A one-line progress bar on stderr (redrawn in place on a terminal, else every 10%)."""
-
-    def __init__(self, label: str, width: int = 30) -> None:
-        self.label = label
-        self.width = width
-        self.tty = sys.stderr.isatty()
-        self.last_decile = -1
-        self.started = time.monotonic()
-
-    def __call__(self, done: int, total: int, step: str) -> None:
-        fraction = done / total if total else 1.0
-        decile = int(fraction * 10)
-        if not self.tty and decile == self.last_decile:
-            return
-        self.last_decile = decile
-        filled = int(fraction * self.width)
-        bar = "#" * filled + "-" * (self.width - filled)
-        line = f"{self.label} [{bar}] {fraction:4.0%} {step} ({done:,}/{total:,})"
-        if self.tty:
-            sys.stderr.write(f"\r{line:<100}")
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    def close(self, note: str) -> None:
-        elapsed = time.monotonic() - self.started
-        end = "\r" if self.tty else ""
-        sys.stderr.write(f"{end}{self.label}: done in {elapsed:.1f} s ({note}){' ' * 20}\n")
-        sys.stderr.flush()

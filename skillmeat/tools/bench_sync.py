@@ -28,24 +28,13 @@ from skillmeat.core.repositories.marketplace import sync_catalog
 from skillmeat.core.schemas.marketplace import DetectedArtifact
 from skillmeat.data import load_snapshot
 from skillmeat.tools import CommandError
+from skillmeat.tools.console import ProgressBar, render_table
 
 REAL_CATALOGS = Path(__file__).resolve().parents[2] / "tests" / "data" / "real_catalogs"
 COPY_SQL = (
     "COPY marketplace_catalog_entries (source_id, artifact_type, detected_path, upstream_url, "
     "detected_version_sha, confidence_score) FROM STDIN (FORMAT BINARY)"
 )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--artifacts", type=int, default=20_000, help="artifacts per scan")
-    parser.add_argument("--rounds", type=int, default=7, help="measured rounds (after one warm-up)")
-    parser.add_argument(
-        "--existing",
-        action="store_true",
-        help="use the configured database as it is (it must be migrated) instead of a "
-        "throwaway one",
-    )
-    parser.add_argument("--seed", type=int, default=7)
 
 
 def scan_of(size: int, rng: random.Random) -> list[DetectedArtifact]:
@@ -188,6 +177,7 @@ def run(args: argparse.Namespace) -> None:
         engine = make_engine(url)
         fixture = Fixture(engine)
         times: dict[str, list[float]] = {k: [] for k in ("copy", "first", "rescan", "copy_rescan")}
+        bar = ProgressBar(f"sync_catalog vs COPY, {args.artifacts:,} artifacts")
         try:
             for round_no in range(args.rounds + 1):
                 synced = fixture.new_source()
@@ -205,19 +195,21 @@ def run(args: argparse.Namespace) -> None:
                 if round_no > 0:  # round 0 warms caches and plans
                     for name, seconds in measured.items():
                         times[name].append(seconds)
-                print(f"round {round_no}/{args.rounds} done", file=sys.stderr)
+                bar(round_no + 1, args.rounds + 1, "warm-up" if round_no == 0 else "rounds")
+            bar.close(f"{args.rounds} measured rounds after one warm-up")
         finally:
             fixture.cleanup()
             engine.dispose()
     med = {name: statistics.median(values) for name, values in times.items()}
     print(f"sync_catalog vs COPY, {args.artifacts} artifacts, median of {args.rounds} rounds")
-    print(f"{'operation':<34}{'median':>10}{'rows/s':>10}{'x COPY':>9}")
     rows = [
         ("COPY (first)", "copy", len(scan), "copy"),
         ("sync_catalog first sync", "first", len(scan), "copy"),
         ("COPY (rescan rows)", "copy_rescan", len(rescan), "copy_rescan"),
         ("sync_catalog rescan 10/5/5%", "rescan", len(rescan), "copy_rescan"),
     ]
-    for label, key, n, floor in rows:
-        ratio = med[key] / med[floor]
-        print(f"{label:<34}{med[key] * 1000:>8.0f}ms{n / med[key]:>10.0f}{ratio:>8.2f}x")
+    table = [
+        [label, f"{med[key] * 1000:.0f}", f"{n / med[key]:.0f}", f"{med[key] / med[floor]:.2f}"]
+        for label, key, n, floor in rows
+    ]
+    print(render_table(["operation", "median ms", "rows/s", "x COPY"], table))

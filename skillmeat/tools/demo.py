@@ -37,10 +37,6 @@ class DemoProject:
     source_id: uuid.UUID | None = None
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--keep", action="store_true", help="keep the demo's projects")
-
-
 def _members(session: Session, project: uuid.UUID, roles: dict[str, uuid.UUID]) -> None:
     for role, user in roles.items():
         session.execute(

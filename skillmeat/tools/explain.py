@@ -15,35 +15,15 @@ from sqlalchemy.pool import NullPool
 from skillmeat.core.database import DatabaseSettings, make_engine
 from skillmeat.core.repositories.query_paths import NAMED_PATHS, NamedPath
 from skillmeat.tools import CommandError
+from skillmeat.tools.console import render_table
 from skillmeat.tools.plans import (
     PathPlans,
     Plan,
     Subject,
     explain_path,
     first_subject,
-    render_table,
     subject_for,
 )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--user-id",
-        type=_user_id,
-        help="member to run the paths as (default: the first member of a project with entries)",
-    )
-    parser.add_argument(
-        "--plans",
-        action="store_true",
-        help="also print each plan tree (under RLS and without) with its index conditions",
-    )
-
-
-def _user_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a uuid") from None
 
 
 def run(args: argparse.Namespace) -> None:

@@ -8,7 +8,7 @@ walked, and what counts as "row-level security changed the plan".
 import json
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -395,30 +395,3 @@ def sample_subjects(conn: Connection, n: int, *, salt: str = "bench") -> list[Su
     users = conn.execute(_SAMPLE_USERS, {"salt": salt, "n": n * 2}).scalars().all()
     subjects = [s for u in users if (s := subject_for(conn, u)) is not None]
     return subjects[:n]
-
-
-# --- output ----------------------------------------------------------------------------
-
-
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain-text table: text columns left-aligned, numbers right-aligned."""
-    cells = [[str(c) for c in headers], *[[_cell(c) for c in row] for row in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    numeric = [all(isinstance(row[i], int | float) for row in rows) for i in range(len(headers))]
-
-    def line(values: list[str]) -> str:
-        return "  ".join(
-            v.rjust(w) if num else v.ljust(w)
-            for v, w, num in zip(values, widths, numeric, strict=True)
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)

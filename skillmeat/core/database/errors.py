@@ -8,6 +8,7 @@ from sqlalchemy.exc import DBAPIError
 from skillmeat.core.errors import (
     ConstraintViolation,
     InvalidValue,
+    LastOwner,
     PermissionDenied,
     SkillmeatError,
 )
@@ -33,6 +34,9 @@ def translate(exc: DBAPIError) -> SkillmeatError | None:
         return PermissionDenied(f"permission denied: {primary}")
     if state in _CONSTRAINT_STATES:
         constraint = getattr(diag, "constraint_name", None)
+        if constraint == LastOwner.CONSTRAINT:
+            # The trigger's message is "project <uuid> would have no owner".
+            return LastOwner(primary.split()[1] if primary.startswith("project ") else "?")
         detail = getattr(diag, "message_detail", None)
         where = f" ({constraint})" if constraint else ""
         tail = f": {detail}" if detail else ""

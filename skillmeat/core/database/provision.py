@@ -3,45 +3,27 @@
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from skillmeat.core.database.engine import make_engine
+from skillmeat.core.database.migrations import alembic_config, upgrade
 
-# The migration scripts live beside the package in a source checkout (alembic/).
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
-
-
-def alembic_config(url: str | URL | None = None, connection: Connection | None = None) -> Config:
-    """An Alembic Config for this project's migrations, bound to `url` or an open connection."""
-    if not ALEMBIC_INI.exists():
-        raise FileNotFoundError(
-            f"alembic.ini not found at {ALEMBIC_INI}: run from a checkout of the skillmeat "
-            "repository (pip install -e .)"
-        )
-    config = Config(str(ALEMBIC_INI))
-    config.attributes["configure_logger"] = False
-    if url is not None:
-        config.set_main_option(
-            "sqlalchemy.url", make_url(url).render_as_string(hide_password=False).replace("%", "%%")
-        )
-    if connection is not None:
-        config.attributes["connection"] = connection
-    return config
+__all__ = [
+    "alembic_config",
+    "create_database",
+    "database_exists",
+    "drop_database",
+    "throwaway_database",
+    "upgrade_to_head",
+]
 
 
 def upgrade_to_head(url: str | URL) -> str | None:
     """Migrate to head and install the identity key; returns what the key step said."""
-    config = alembic_config(url)
-    command.upgrade(config, "head")
-    said = config.attributes.get("identity_key_message")
-    return said if isinstance(said, str) else None
+    return upgrade(url)
 
 
 def _maintenance_engine(url: URL) -> Engine:

@@ -9,10 +9,14 @@ from skillmeat.core.schemas.marketplace import (
     normalize_repo_url,
     validate_artifacts,
 )
+from skillmeat.core.schemas.projects import MemberRead, ProjectCreate, ProjectRead
 
 __all__ = [
     "CatalogEntryRead",
     "DetectedArtifact",
+    "MemberRead",
+    "ProjectCreate",
+    "ProjectRead",
     "SourceCreate",
     "SourceRead",
     "SourceUpdate",
