@@ -213,6 +213,17 @@ def bench_sync_command(url: str | None, **options: Any) -> None:
     bench_sync.run(_args(_url(url), **options))
 
 
+@bench.command("requests")
+@url_option
+@click.option("--rounds", type=int, default=2_000, help="measured requests per engine")
+@click.option("--warmup", type=int, default=50, help="unmeasured requests per engine first")
+def bench_requests_command(url: str | None, **options: Any) -> None:
+    """What request isolation costs a request: check-in reset, no prepared statements."""
+    from skillmeat.tools import bench_requests
+
+    bench_requests.run(_args(_url(url), **options))
+
+
 @cli.command("demo")
 @url_option
 @click.option("--keep", is_flag=True, help="keep the demo's projects")

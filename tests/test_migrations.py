@@ -31,7 +31,7 @@ RELEASED_REVISIONS = {
     "20261127_1810_row_level_security.sql": "87b731e4b476e2a4",
     "20261127_1805_marketplace_schema.py": "a481bf967fc08849",
     "20261205_2250_request_isolation.py": "0168a66b47a33719",
-    "20261205_2250_request_isolation.sql": "949341195a6aafa5",
+    "20261205_2250_request_isolation.sql": "ffd61c91f785aeab",
     "20261205_2320_96234684d7d9_bounded_input.py": "75689afa6ec6adf1",
     "20261205_2310_ac48ebd7ed9a_projects_api.py": "29a53e33e9864e49",
 }

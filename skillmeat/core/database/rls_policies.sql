@@ -83,25 +83,30 @@ DECLARE
     part text[];
     k record;
 BEGIN
-    IF raw IS NULL OR proof IS NULL
-       OR raw !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+    -- Shape checks without regular expressions: a bounded-repetition pattern cost
+    -- ~80 us a call here (this runs in every statement's policy InitPlan).
+    IF raw IS NULL OR proof IS NULL OR length(raw) <> 36 THEN
         RETURN NULL;
     END IF;
-    part := regexp_match(proof, '^v1\.([0-9a-f]{16})\.([0-9]{1,12})\.([0-9a-f]{64})$');
-    IF part IS NULL OR part[2]::bigint < extract(epoch FROM now()) THEN
+    part := string_to_array(proof, '.');          -- v1.<key id>.<expires>.<mac hex>
+    IF cardinality(part) <> 4 OR part[1] <> 'v1'
+       OR length(part[3]) NOT BETWEEN 1 AND 12 OR translate(part[3], '0123456789', '') <> ''
+       OR length(part[4]) <> 64 OR translate(part[4], '0123456789abcdef', '') <> ''
+       OR part[3]::bigint < extract(epoch FROM now()) THEN
         RETURN NULL;
     END IF;
     SELECT i.inner_pad, i.outer_pad INTO k
-      FROM skillmeat_private.identity_keys i WHERE i.key_id = part[1];
+      FROM skillmeat_private.identity_keys i WHERE i.key_id = part[2];
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
     -- HMAC-SHA256 = H(K^opad || H(K^ipad || m)); the digests are compared hashed
     -- again, so where a comparison stops says nothing about the expected value.
-    IF sha256(sha256(k.outer_pad || sha256(k.inner_pad || convert_to(raw || '.' || part[2], 'UTF8'))))
-       <> sha256(decode(part[3], 'hex')) THEN
+    IF sha256(sha256(k.outer_pad || sha256(k.inner_pad || convert_to(raw || '.' || part[3], 'UTF8'))))
+       <> sha256(decode(part[4], 'hex')) THEN
         RETURN NULL;
     END IF;
+    -- Signed by the backend, so it is the canonical text of a uuid.
     RETURN raw::uuid;
 END
 $$;
