@@ -1,10 +1,12 @@
 """Structural guarantees of the row-level security set-up, read from the catalogs."""
 
+import uuid
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, text
 
+from skillmeat.core.database import identity_settings
 from skillmeat.core.database.tenant import ADMIN_ROLE, APP_ROLE
 
 TABLES = ["projects", "project_members", "marketplace_sources", "marketplace_catalog_entries"]
@@ -177,3 +179,62 @@ def test_bundled_policies_match_the_newest_frozen_revision() -> None:
         "rls_policies.sql differs from the copy its newest revision applies: add a new "
         "revision carrying the new file (a released revision is never edited)"
     )
+
+
+@pytest.mark.parametrize("sources", [15, 300])
+def test_policy_helpers_run_once_per_statement(connection: Connection, sources: int) -> None:
+    """The entries policy's helper answers in one query: however many sources the user
+    sees, a statement verifies the identity once per policy InitPlan, never per source
+    row (a nested helper was called once per source on a 15-source database)."""
+    user = uuid.uuid4()
+    project = connection.execute(
+        text("INSERT INTO projects (name) VALUES ('calls') RETURNING id")
+    ).scalar_one()
+    connection.execute(
+        text("INSERT INTO project_members VALUES (:p, :u, 'viewer')"), {"p": project, "u": user}
+    )
+    connection.execute(
+        text(
+            "INSERT INTO marketplace_sources (project_id, repo_url) "
+            "SELECT :p, 'https://github.com/calls/r' || g FROM generate_series(1, :n) g"
+        ),
+        {"p": project, "n": sources},
+    )
+    connection.execute(
+        text(
+            "INSERT INTO marketplace_catalog_entries (source_id, artifact_type, detected_path, "
+            "upstream_url, detected_version_sha, confidence_score) "
+            "SELECT id, 'skill', 'skills/x', 'https://github.com/calls/x', 'abc', 50 "
+            "FROM marketplace_sources WHERE project_id = :p"
+        ),
+        {"p": project},
+    )
+    calls = text(
+        "SELECT p.proname, coalesce(pg_stat_get_xact_function_calls(p.oid), 0) FROM pg_proc p "
+        "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'skillmeat_private' "
+        "AND p.proname IN ('current_user_id', 'member_project_ids', 'member_source_ids')"
+    )
+    with connection.begin_nested() as savepoint:
+        connection.execute(text("SET LOCAL track_functions = 'pl'"))
+        # Unflushed counts of earlier transactions linger: compare before and after.
+        before = dict(connection.execute(calls).all())
+        connection.execute(text("SELECT set_config('role', 'skillmeat_app', true)"))
+        for name, value in identity_settings(user).items():
+            connection.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
+        visible = connection.execute(text("SELECT count(*) FROM marketplace_sources")).scalar_one()
+        seen = connection.execute(
+            text(
+                "SELECT count(*) FROM marketplace_sources s "
+                "JOIN marketplace_catalog_entries e ON e.source_id = s.id"
+            )
+        ).scalar_one()
+        connection.execute(text("SELECT set_config('role', 'none', true)"))
+        after = dict(connection.execute(calls).all())
+        savepoint.rollback()
+    assert (seen, visible) == (sources, sources)
+    # two statements: sources (one InitPlan) and the join (two InitPlans)
+    assert {name: after[name] - before[name] for name in after} == {
+        "current_user_id": 3,
+        "member_project_ids": 2,
+        "member_source_ids": 1,
+    }
