@@ -175,6 +175,13 @@ def bench() -> None:
 @click.option("--warmup", type=int, default=30, help="unmeasured runs per path first")
 @click.option("--users", type=int, default=20, help="members sampled, each on its largest source")
 @click.option(
+    "--prepare-threshold",
+    type=int,
+    default=None,
+    help="prepare statements server-side on this use (psycopg's default is 5); default: never, "
+    "as the library runs",
+)
+@click.option(
     "--scaling-entries",
     type=int,
     default=10_000,

@@ -217,7 +217,7 @@ def test_policy_helpers_run_once_per_statement(connection: Connection, sources: 
     with connection.begin_nested() as savepoint:
         connection.execute(text("SET LOCAL track_functions = 'pl'"))
         # Unflushed counts of earlier transactions linger: compare before and after.
-        before = dict(connection.execute(calls).all())
+        before: dict[str, int] = dict(connection.execute(calls).all())
         connection.execute(text("SELECT set_config('role', 'skillmeat_app', true)"))
         for name, value in identity_settings(user).items():
             connection.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
@@ -229,7 +229,7 @@ def test_policy_helpers_run_once_per_statement(connection: Connection, sources: 
             )
         ).scalar_one()
         connection.execute(text("SELECT set_config('role', 'none', true)"))
-        after = dict(connection.execute(calls).all())
+        after: dict[str, int] = dict(connection.execute(calls).all())
         savepoint.rollback()
     assert (seen, visible) == (sources, sources)
     # two statements: sources (one InitPlan) and the join (two InitPlans)

@@ -154,7 +154,8 @@ class Measurement:
 
 def measure(db: URL, args: argparse.Namespace, *, keys: set[str] | None = None) -> Measurement:
     """Interleaved medians of the paths in `keys` (all if None), with a plan check of each."""
-    engine = make_engine(db)
+    threshold = getattr(args, "prepare_threshold", None)
+    engine = make_engine(db, connect_args={"prepare_threshold": threshold})
     try:
         with engine.connect() as conn:
             subjects = sample_subjects(conn, args.users)
@@ -305,7 +306,12 @@ def _report(
     lines = [
         f"{described}; {len(subjects)} members sampled (their largest sources: "
         f"{sizes[0]:,}..{sizes[-1]:,} entries, median {statistics.median(sizes):,.0f}); "
-        f"{args.repeat} interleaved runs per side after {args.warmup} warm-up",
+        f"{args.repeat} interleaved runs per side after {args.warmup} warm-up; "
+        + (
+            "no server-side prepared statements (the library's setting)"
+            if getattr(args, "prepare_threshold", None) is None
+            else f"statements prepared on their use number {args.prepare_threshold}"
+        ),
         "",
         render_table(
             [
