@@ -3,14 +3,18 @@ README's commands, against a throwaway database."""
 
 import os
 import re
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import URL
+from sqlalchemy import text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
 
+from skillmeat.core.database import make_engine
 from skillmeat.core.database.provision import throwaway_database, upgrade_to_head
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,3 +119,63 @@ def test_cli_on_a_database_newer_than_the_code(pg_server_url: URL) -> None:
         assert upgrade.returncode == 1
         assert "Traceback" not in upgrade.stderr
         assert "deadbeef0000" in upgrade.stderr
+
+
+def fenced(markdown: Path, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", markdown.read_text(), flags=re.S)
+
+
+def test_security_doc_runs_as_written(scratch_url: str, pg_server_url: URL) -> None:
+    """docs/security.md: its python, its SQL (as psql would) and its test command."""
+    doc = ROOT / "docs" / "security.md"
+    python = fenced(doc, "python")
+    assert len(python) == 3
+    outputs = []
+    for block in python:
+        result = run([sys.executable, "-c", block], scratch_url)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+    assert outputs[0].strip() == "[]"
+    assert outputs[1].startswith("SELECT set_config('skillmeat.user_id', '8a1f0c6e-")
+
+    # The SQL blocks, through psql on the scratch database; the login roles get names
+    # of their own (roles are cluster-wide and other runs may share the server).
+    suffix = secrets.token_hex(4)
+    psql_url = make_url(scratch_url).set(drivername="postgresql")
+    sql_blocks = fenced(doc, "sql")
+    assert len(sql_blocks) == 2
+    wiring = sql_blocks[0].replace("skillmeat_backend", f"skillmeat_backend_{suffix}")
+    # a member whose id the verification block claims without a proof
+    seed = (
+        "WITH p AS (INSERT INTO projects (name) VALUES ('docs') RETURNING id) "
+        "INSERT INTO project_members SELECT id, gen_random_uuid(), 'owner' FROM p"
+    )
+    try:
+        for block in (seed, wiring, sql_blocks[1]):
+            result = run(
+                [
+                    "psql",
+                    psql_url.render_as_string(hide_password=False),
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-X",
+                    "-q",
+                    "-c",
+                    block,
+                ],
+                scratch_url,
+            )
+            assert result.returncode == 0, result.stderr
+        assert re.search(r"\n +0 \| +0 \| +0 \| +0\n", result.stdout), result.stdout
+    finally:
+        engine = make_engine(pg_server_url, poolclass=NullPool)
+        with engine.begin() as conn:
+            for name in (f"skillmeat_backend_{suffix}", f"skillmeat_backend_{suffix}_admin"):
+                conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
+        engine.dispose()
+
+    (command,) = fenced(doc, "sh")
+    collected = run(
+        [*command.split(), "--collect-only", "-q", "-p", "no:cacheprovider"], scratch_url
+    )
+    assert collected.returncode == 0, collected.stdout + collected.stderr
