@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from skillmeat.core.database import make_engine, make_session_factory, tenant_scope
-from skillmeat.core.errors import PermissionDenied, ScopeError
+from skillmeat.core.errors import ConfigurationError, PermissionDenied, ScopeError
 from tests.login_roles import ADMIN_POOL, MEMBER_POOL, login_role
 from tests.rls_world import World, build_world
 
@@ -182,3 +182,40 @@ def test_scope_sets_its_timeouts_and_search_path(
     assert session.execute(text("SELECT current_setting('search_path')")).scalar_one() == (
         "pg_temp, public"
     )
+
+
+def test_engine_refuses_prepared_statements_with_the_check_in_reset(database_url: URL) -> None:
+    with pytest.raises(ConfigurationError, match="prepare_threshold"):
+        make_engine(database_url, connect_args={"prepare_threshold": 5})
+    # without the reset it is the caller's choice (the benchmarks compare both)
+    make_engine(
+        database_url, connect_args={"prepare_threshold": 5}, pool_reset_on_return="rollback"
+    ).dispose()
+
+
+def test_check_in_reset_leaves_a_clean_session(database_url: URL, committed_world: World) -> None:
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            conn.execute(text("CREATE TEMP TABLE leftover (x int)"))
+            conn.execute(text("PREPARE leftover_stmt AS SELECT 1"))
+            conn.execute(text("SET SESSION work_mem = '77MB'"))
+            conn.execute(text("SELECT pg_advisory_lock(4242)"))
+            conn.execute(text("LISTEN leftover_channel"))
+            conn.commit()
+        with engine.connect() as conn:
+            state = conn.execute(
+                text(
+                    "SELECT pg_backend_pid(), to_regclass('pg_temp.leftover'), "
+                    "(SELECT count(*) FROM pg_prepared_statements), current_setting('work_mem'), "
+                    "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    " AND pid = pg_backend_pid()), "
+                    "(SELECT count(*) FROM pg_listening_channels())"
+                )
+            ).one()
+        assert state[0] == pid, "the test must reuse the pooled connection"
+        assert (state[1], state[2], state[4], state[5]) == (None, 0, 0, 0)
+        assert state[3] != "77MB"
+    finally:
+        engine.dispose()

@@ -155,7 +155,12 @@ class Measurement:
 def measure(db: URL, args: argparse.Namespace, *, keys: set[str] | None = None) -> Measurement:
     """Interleaved medians of the paths in `keys` (all if None), with a plan check of each."""
     threshold = getattr(args, "prepare_threshold", None)
-    engine = make_engine(db, connect_args={"prepare_threshold": threshold})
+    if threshold is None:
+        engine = make_engine(db)
+    else:  # psycopg's prepared statements do not survive the check-in DISCARD ALL
+        engine = make_engine(
+            db, connect_args={"prepare_threshold": threshold}, pool_reset_on_return="rollback"
+        )
     try:
         with engine.connect() as conn:
             subjects = sample_subjects(conn, args.users)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool, PoolResetState
 
 from skillmeat.core.database.settings import DatabaseSettings
+from skillmeat.core.errors import ConfigurationError
 
 # Everything a request can leave on a session, plans included. Keeping the plans
 # (the same list without DISCARD PLANS) measured about 5% faster a request here,
@@ -42,6 +43,13 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     discard = settings.database_pooler == "none" and kwargs.get("poolclass") is not NullPool
     if discard:
         kwargs.setdefault("pool_reset_on_return", None)  # _reset_connection rolls back itself
+    if discard and kwargs["pool_reset_on_return"] is None and connect_args["prepare_threshold"]:
+        # psycopg would go on using statements the check-in reset deallocated.
+        raise ConfigurationError(
+            "prepare_threshold: server-side prepared statements cannot be combined with the "
+            "check-in reset (DISCARD ALL); also pass pool_reset_on_return='rollback', which "
+            "gives up that defence (docs/security.md)"
+        )
     engine = create_engine(sa_url, connect_args=connect_args, **kwargs)
     event.listen(engine, "connect", _explicit_transactions)
     if discard and kwargs["pool_reset_on_return"] is None:
