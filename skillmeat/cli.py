@@ -222,8 +222,12 @@ def bench_sync_command(url: str | None, **options: Any) -> None:
 
 @bench.command("requests")
 @url_option
-@click.option("--rounds", type=int, default=2_000, help="measured requests per engine")
-@click.option("--warmup", type=int, default=50, help="unmeasured requests per engine first")
+@click.option(
+    "--rounds", type=click.IntRange(min=1), default=2_000, help="measured requests per engine"
+)
+@click.option(
+    "--warmup", type=click.IntRange(min=0), default=50, help="unmeasured requests per engine first"
+)
 def bench_requests_command(url: str | None, **options: Any) -> None:
     """What request isolation costs a request: check-in reset, no prepared statements."""
     from skillmeat.tools import bench_requests

@@ -219,3 +219,16 @@ def test_check_in_reset_leaves_a_clean_session(database_url: URL, committed_worl
         assert state[3] != "77MB"
     finally:
         engine.dispose()
+
+
+def test_bench_requests_prints_the_three_engines(
+    pg_server_url: URL, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from skillmeat import cli
+
+    argv = ["--url", pg_server_url.render_as_string(hide_password=False), "bench", "requests"]
+    assert cli.main([*argv, "--rounds", "20", "--warmup", "2"]) == 0
+    out = capsys.readouterr().out
+    for engine in ("before (rollback, prepared on 5th use)", "no prepared statements", "library"):
+        assert engine in out
+    assert "20 interleaved requests per engine" in out
