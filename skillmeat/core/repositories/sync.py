@@ -16,7 +16,12 @@ from sqlalchemy.orm import Session
 from skillmeat.core.database.errors import translated_errors
 from skillmeat.core.database.tenant import current_scope
 from skillmeat.core.errors import PermissionDenied, ValidationFailed
-from skillmeat.core.models import CatalogStatus, MarketplaceCatalogEntry, MarketplaceSource
+from skillmeat.core.models import (
+    ArtifactType,
+    CatalogStatus,
+    MarketplaceCatalogEntry,
+    MarketplaceSource,
+)
 from skillmeat.core.repositories import query_paths as paths
 from skillmeat.core.repositories.common import check_id
 from skillmeat.core.schemas.marketplace import DetectedArtifact, validate_artifacts
@@ -110,6 +115,8 @@ def mark_imported(session: Session, entry_ids: Iterable[uuid.UUID]) -> list[uuid
 # one already removed and still absent. detected_at is the time the entry's
 # current version was first detected: stamped when the SHA changes or the entry
 # comes back, kept otherwise; the source's last_sync is "last seen" for the rest.
+# Enum.value is a descriptor call; a dict lookup costs a fraction (20,000 per scan).
+_TYPE_LABELS = {kind: kind.value for kind in ArtifactType}
 _STAGE_COLUMNS = (
     "artifact_type, detected_path, upstream_url, detected_version_sha, confidence_score"
 )
@@ -120,42 +127,59 @@ _STAGE_TABLE = (
 )
 SYNC_APPLY = """
 WITH paired AS MATERIALIZED (
-    SELECT d.*,
-           CASE
-               WHEN d.entry_id IS NULL THEN 'insert'
-               WHEN NOT d.detected THEN CASE WHEN d.old_status <> 'removed' THEN 'write' END
-               WHEN (d.status, d.upstream_url, d.detected_version_sha, d.confidence_score)
-                    IS DISTINCT FROM (d.old_status, d.old_url, d.old_sha, d.old_confidence)
-                    THEN 'write'
-           END AS action
+    -- One narrow row per entry and staged artifact: the detected fields only where
+    -- something is written, so an identical rescan's 20,000 rows stay in work_mem.
+    SELECT a.entry_id, a.status, a.action, a.redetected,
+           a.old_status IS NOT NULL
+               AND (a.status <> a.old_status OR a.detected_version_sha <> a.old_sha) AS changed,
+           CASE WHEN a.action = 'insert' THEN a.artifact_type END AS artifact_type,
+           CASE WHEN a.action = 'insert' THEN a.detected_path END AS detected_path,
+           CASE WHEN a.action IS NOT NULL THEN a.upstream_url END AS upstream_url,
+           CASE WHEN a.action IS NOT NULL THEN a.detected_version_sha END
+               AS detected_version_sha,
+           CASE WHEN a.action IS NOT NULL THEN a.confidence_score END AS confidence_score
       FROM (
-        SELECT e.id AS entry_id,
-               s.detected_path IS NOT NULL AS detected,
-               coalesce(s.artifact_type, e.artifact_type) AS artifact_type,
-               coalesce(s.detected_path, e.detected_path) AS detected_path,
-               coalesce(s.upstream_url, e.upstream_url) AS upstream_url,
-               coalesce(s.detected_version_sha, e.detected_version_sha) AS detected_version_sha,
-               coalesce(s.confidence_score, e.confidence_score) AS confidence_score,
-               e.status AS old_status, e.upstream_url AS old_url,
-               e.detected_version_sha AS old_sha, e.confidence_score AS old_confidence,
-               -- a new version, or back after a removal: detected_at is stamped
-               (e.status = 'removed' OR e.detected_version_sha <> s.detected_version_sha)
-                   AS redetected,
+        SELECT d.*,
                CASE
-                   WHEN s.detected_path IS NULL THEN 'removed'        -- not detected any more
-                   WHEN e.id IS NULL THEN 'new'                       -- not in the catalog yet
-                   WHEN e.imported_at IS NULL THEN 'new'              -- new until imported
-                   WHEN e.status = 'updated' THEN 'updated'           -- until imported again
-                   -- compared with the imported version (the last detected one if that
-                   -- was never recorded), so a removal in between does not hide a change
-                   WHEN coalesce(e.imported_version_sha, e.detected_version_sha)
-                        <> s.detected_version_sha THEN 'updated'
-                   ELSE 'unchanged'
-               END AS status
-          FROM {stage} s
-          FULL JOIN (SELECT * FROM marketplace_catalog_entries WHERE source_id = :source_id) e
-            ON e.artifact_type = s.artifact_type AND e.detected_path = s.detected_path
-      ) d
+                   WHEN d.entry_id IS NULL THEN 'insert'
+                   WHEN NOT d.detected THEN CASE WHEN d.old_status <> 'removed' THEN 'write' END
+                   WHEN (d.status, d.upstream_url, d.detected_version_sha, d.confidence_score)
+                        IS DISTINCT FROM (d.old_status, d.old_url, d.old_sha, d.old_confidence)
+                        THEN 'write'
+               END AS action
+          FROM (
+            SELECT e.id AS entry_id,
+                   s.detected_path IS NOT NULL AS detected,
+                   s.artifact_type, s.detected_path,
+                   coalesce(s.upstream_url, e.upstream_url) AS upstream_url,
+                   coalesce(s.detected_version_sha, e.detected_version_sha)
+                       AS detected_version_sha,
+                   coalesce(s.confidence_score, e.confidence_score) AS confidence_score,
+                   e.status AS old_status, e.upstream_url AS old_url,
+                   e.detected_version_sha AS old_sha, e.confidence_score AS old_confidence,
+                   -- a new version, or back after a removal: detected_at is stamped
+                   (e.status = 'removed' OR e.detected_version_sha <> s.detected_version_sha)
+                       AS redetected,
+                   CASE
+                       WHEN s.detected_path IS NULL THEN 'removed'    -- not detected any more
+                       WHEN e.id IS NULL THEN 'new'                   -- not in the catalog yet
+                       WHEN e.imported_at IS NULL THEN 'new'          -- new until imported
+                       WHEN e.status = 'updated' THEN 'updated'       -- until imported again
+                       -- compared with the imported version (the last detected one if
+                       -- that was never recorded): a removal in between hides no change
+                       WHEN coalesce(e.imported_version_sha, e.detected_version_sha)
+                            <> s.detected_version_sha THEN 'updated'
+                       ELSE 'unchanged'
+                   END AS status
+              FROM {stage} s
+              FULL JOIN (
+                SELECT id, artifact_type, detected_path, upstream_url, detected_version_sha,
+                       confidence_score, status, imported_at, imported_version_sha
+                  FROM marketplace_catalog_entries
+                 WHERE source_id = :source_id
+              ) e ON e.artifact_type = s.artifact_type AND e.detected_path = s.detected_path
+          ) d
+      ) a
 ),
 -- Data-modifying WITHs run to completion though nothing reads them.
 written AS (
@@ -194,9 +218,7 @@ SELECT count(*) FILTER (WHERE status = 'new') AS new,
        count(*) FILTER (WHERE status = 'removed') AS removed,
        count(*) FILTER (WHERE status = 'unchanged') AS unchanged,
        (SELECT count(*) FROM inserted WHERE fresh) AS inserted,
-       count(*) FILTER (WHERE old_status IS NOT NULL
-                          AND (status <> old_status OR detected_version_sha <> old_sha))
-           AS changed,
+       count(*) FILTER (WHERE changed) AS changed,
        (SELECT count(*) FROM synced) AS synced
   FROM paired
 """
@@ -232,7 +254,7 @@ def sync_catalog(
             ["text", "text", "text", "text", "float8"],
             (
                 (
-                    a.artifact_type.value,
+                    _TYPE_LABELS[a.artifact_type],
                     a.detected_path,
                     a.upstream_url,
                     a.detected_version_sha,
