@@ -103,124 +103,122 @@ def mark_imported(session: Session, entry_ids: Iterable[uuid.UUID]) -> list[uuid
 
 # A rescan takes the same handful of statements whatever its size, and writes
 # only the rows that change. The scan is COPYed into a temporary table (about
-# 40 ms for 20,000 rows, against 220 ms to bind them as five array parameters);
-# one statement then pairs it with the source's catalog and writes the difference.
+# 40 ms for 20,000 rows, against 220 ms to bind them as five array parameters).
 #
-# `paired` is a FULL JOIN of the scan and the catalog: PostgreSQL can run a full
-# join only as a hash or merge join, so the plan cannot become a nested loop over
+# SYNC_DIFF pairs it with the source's catalog by a FULL JOIN: PostgreSQL can run
+# a full join only as a hash or merge join, so it cannot become a nested loop over
 # the staged rows whatever the statistics say (a NOT EXISTS removal ran as one for
 # 33-38 s at 20,000 rows on fresh statistics; this join takes milliseconds). Each
-# row's status and action are decided there, once: an entry whose status and
-# detected fields are unchanged is not written at all (same row version), nor is
-# one already removed and still absent. detected_at is the time the entry's
-# current version was first detected: stamped when the SHA changes or the entry
-# comes back, kept otherwise; the source's last_sync is "last seen" for the rest.
+# row's status and action are decided there, once, and only the rows to write go
+# to a second temporary table: an entry whose status and detected fields are
+# unchanged is not written at all (same row version), nor is one already removed
+# and still absent. detected_at is when the entry's current version was first
+# detected (stamped when the SHA changes or the entry comes back); the source's
+# last_sync is "last seen" for every entry not removed.
+#
+# SYNC_WRITE applies them with MERGE, not UPDATE ... FROM: with a WHEN NOT MATCHED
+# clause MERGE is an outer join that preserves the staged rows, so a nested loop
+# can only have them outside, probing the catalog by primary key. An inner join
+# could put the catalog outside: under RLS its estimate collapses to about one row
+# (docs/performance.md), and on a just-created database the planner chose exactly
+# that, a nested loop rescanning the staged rows for every catalog row.
+
 # Enum.value is a descriptor call; a dict lookup costs a fraction (20,000 per scan).
 _TYPE_LABELS = {kind: kind.value for kind in ArtifactType}
 _STAGE_COLUMNS = (
     "artifact_type, detected_path, upstream_url, detected_version_sha, confidence_score"
 )
-_STAGE_TABLE = (
-    "CREATE TEMPORARY TABLE {name} (artifact_type text NOT NULL, detected_path text NOT NULL, "
+_STAGE_TABLES = (
+    "CREATE TEMPORARY TABLE {stage} (artifact_type text NOT NULL, detected_path text NOT NULL, "
     "upstream_url text NOT NULL, detected_version_sha text NOT NULL, "
-    "confidence_score double precision NOT NULL) ON COMMIT DROP"
+    "confidence_score double precision NOT NULL) ON COMMIT DROP; "
+    "CREATE TEMPORARY TABLE {writes} (entry_id uuid, status text NOT NULL, "
+    "redetected boolean, artifact_type text, detected_path text, upstream_url text NOT NULL, "
+    "detected_version_sha text NOT NULL, confidence_score double precision NOT NULL) "
+    "ON COMMIT DROP"
 )
-SYNC_APPLY = """
+SYNC_DIFF = """
 WITH paired AS MATERIALIZED (
-    -- One narrow row per entry and staged artifact: the detected fields only where
-    -- something is written, so an identical rescan's 20,000 rows stay in work_mem.
-    SELECT a.entry_id, a.status, a.action, a.redetected,
-           a.old_status IS NOT NULL
-               AND (a.status <> a.old_status OR a.detected_version_sha <> a.old_sha) AS changed,
-           CASE WHEN a.action = 'insert' THEN a.artifact_type END AS artifact_type,
-           CASE WHEN a.action = 'insert' THEN a.detected_path END AS detected_path,
-           CASE WHEN a.action IS NOT NULL THEN a.upstream_url END AS upstream_url,
-           CASE WHEN a.action IS NOT NULL THEN a.detected_version_sha END
-               AS detected_version_sha,
-           CASE WHEN a.action IS NOT NULL THEN a.confidence_score END AS confidence_score
+    SELECT d.entry_id, d.status, d.old_status, d.redetected,
+           d.artifact_type, d.detected_path, d.upstream_url, d.detected_version_sha,
+           d.confidence_score,
+           CASE
+               WHEN d.entry_id IS NULL THEN 'insert'
+               WHEN NOT d.detected THEN CASE WHEN d.old_status <> 'removed' THEN 'write' END
+               WHEN (d.status, d.upstream_url, d.detected_version_sha, d.confidence_score)
+                    IS DISTINCT FROM (d.old_status, d.old_url, d.old_sha, d.old_confidence)
+                    THEN 'write'
+           END AS action,
+           d.old_status IS NOT NULL
+               AND (d.status <> d.old_status OR d.detected_version_sha <> d.old_sha) AS changed
       FROM (
-        SELECT d.*,
+        SELECT e.id AS entry_id,
+               s.detected_path IS NOT NULL AS detected,
+               s.artifact_type, s.detected_path,
+               coalesce(s.upstream_url, e.upstream_url) AS upstream_url,
+               coalesce(s.detected_version_sha, e.detected_version_sha) AS detected_version_sha,
+               coalesce(s.confidence_score, e.confidence_score) AS confidence_score,
+               e.status AS old_status, e.upstream_url AS old_url,
+               e.detected_version_sha AS old_sha, e.confidence_score AS old_confidence,
+               -- a new version, or back after a removal: detected_at is stamped
+               (e.status = 'removed' OR e.detected_version_sha <> s.detected_version_sha)
+                   AS redetected,
                CASE
-                   WHEN d.entry_id IS NULL THEN 'insert'
-                   WHEN NOT d.detected THEN CASE WHEN d.old_status <> 'removed' THEN 'write' END
-                   WHEN (d.status, d.upstream_url, d.detected_version_sha, d.confidence_score)
-                        IS DISTINCT FROM (d.old_status, d.old_url, d.old_sha, d.old_confidence)
-                        THEN 'write'
-               END AS action
-          FROM (
-            SELECT e.id AS entry_id,
-                   s.detected_path IS NOT NULL AS detected,
-                   s.artifact_type, s.detected_path,
-                   coalesce(s.upstream_url, e.upstream_url) AS upstream_url,
-                   coalesce(s.detected_version_sha, e.detected_version_sha)
-                       AS detected_version_sha,
-                   coalesce(s.confidence_score, e.confidence_score) AS confidence_score,
-                   e.status AS old_status, e.upstream_url AS old_url,
-                   e.detected_version_sha AS old_sha, e.confidence_score AS old_confidence,
-                   -- a new version, or back after a removal: detected_at is stamped
-                   (e.status = 'removed' OR e.detected_version_sha <> s.detected_version_sha)
-                       AS redetected,
-                   CASE
-                       WHEN s.detected_path IS NULL THEN 'removed'    -- not detected any more
-                       WHEN e.id IS NULL THEN 'new'                   -- not in the catalog yet
-                       WHEN e.imported_at IS NULL THEN 'new'          -- new until imported
-                       WHEN e.status = 'updated' THEN 'updated'       -- until imported again
-                       -- compared with the imported version (the last detected one if
-                       -- that was never recorded): a removal in between hides no change
-                       WHEN coalesce(e.imported_version_sha, e.detected_version_sha)
-                            <> s.detected_version_sha THEN 'updated'
-                       ELSE 'unchanged'
-                   END AS status
-              FROM {stage} s
-              FULL JOIN (
-                SELECT id, artifact_type, detected_path, upstream_url, detected_version_sha,
-                       confidence_score, status, imported_at, imported_version_sha
-                  FROM marketplace_catalog_entries
-                 WHERE source_id = :source_id
-              ) e ON e.artifact_type = s.artifact_type AND e.detected_path = s.detected_path
-          ) d
-      ) a
+                   WHEN s.detected_path IS NULL THEN 'removed'        -- not detected any more
+                   WHEN e.id IS NULL THEN 'new'                       -- not in the catalog yet
+                   WHEN e.imported_at IS NULL THEN 'new'              -- new until imported
+                   WHEN e.status = 'updated' THEN 'updated'           -- until imported again
+                   -- compared with the imported version (the last detected one if that
+                   -- was never recorded), so a removal in between does not hide a change
+                   WHEN coalesce(e.imported_version_sha, e.detected_version_sha)
+                        <> s.detected_version_sha THEN 'updated'
+                   ELSE 'unchanged'
+               END AS status
+          FROM {stage} s
+          FULL JOIN (
+            SELECT id, artifact_type, detected_path, upstream_url, detected_version_sha,
+                   confidence_score, status, imported_at, imported_version_sha
+              FROM marketplace_catalog_entries
+             WHERE source_id = :source_id
+          ) e ON e.artifact_type = s.artifact_type AND e.detected_path = s.detected_path
+      ) d
 ),
 -- Data-modifying WITHs run to completion though nothing reads them.
-written AS (
-    UPDATE marketplace_catalog_entries e
-       SET upstream_url = p.upstream_url,
-           detected_version_sha = p.detected_version_sha,
-           confidence_score = p.confidence_score,
-           status = p.status,
-           detected_at = CASE WHEN p.redetected THEN :stamp ELSE e.detected_at END
-      FROM paired p
-     WHERE e.id = p.entry_id AND p.action = 'write'
-),
-inserted AS (
-    INSERT INTO marketplace_catalog_entries AS e (
-        source_id, artifact_type, detected_path, upstream_url, detected_version_sha,
-        confidence_score, detected_at, status)
-    SELECT :source_id, p.artifact_type, p.detected_path, p.upstream_url,
-           p.detected_version_sha, p.confidence_score, :stamp, 'new'
-      FROM paired p
-     WHERE p.action = 'insert'
-    -- a row inserted concurrently without the source lock (never by this library)
-    ON CONFLICT ON CONSTRAINT uq_marketplace_catalog_entries_source_type_path DO UPDATE SET
-        upstream_url = excluded.upstream_url,
-        detected_version_sha = excluded.detected_version_sha,
-        confidence_score = excluded.confidence_score,
-        detected_at = excluded.detected_at
-    RETURNING (e.xmax = 0) AS fresh
+staged AS (
+    INSERT INTO {writes}
+    SELECT entry_id, status, redetected, artifact_type, detected_path, upstream_url,
+           detected_version_sha, confidence_score
+      FROM paired
+     WHERE action IS NOT NULL
 ),
 synced AS (
     UPDATE marketplace_sources SET last_sync = :stamp, last_error = NULL
      WHERE id = :source_id
-    RETURNING 1
 )
 SELECT count(*) FILTER (WHERE status = 'new') AS new,
        count(*) FILTER (WHERE status = 'updated') AS updated,
        count(*) FILTER (WHERE status = 'removed') AS removed,
        count(*) FILTER (WHERE status = 'unchanged') AS unchanged,
-       (SELECT count(*) FROM inserted WHERE fresh) AS inserted,
+       count(*) FILTER (WHERE action = 'insert') AS inserted,
        count(*) FILTER (WHERE changed) AS changed,
-       (SELECT count(*) FROM synced) AS synced
+       count(*) FILTER (WHERE action IS NOT NULL) AS writes
   FROM paired
+"""
+SYNC_WRITE = """
+MERGE INTO marketplace_catalog_entries e
+USING {writes} w
+   ON e.id = w.entry_id AND e.source_id = :source_id
+ WHEN MATCHED THEN UPDATE SET
+        upstream_url = w.upstream_url,
+        detected_version_sha = w.detected_version_sha,
+        confidence_score = w.confidence_score,
+        status = w.status,
+        detected_at = CASE WHEN w.redetected THEN :stamp ELSE e.detected_at END
+ WHEN NOT MATCHED AND w.entry_id IS NULL THEN
+      INSERT (source_id, artifact_type, detected_path, upstream_url, detected_version_sha,
+              confidence_score, detected_at, status)
+      VALUES (:source_id, w.artifact_type, w.detected_path, w.upstream_url,
+              w.detected_version_sha, w.confidence_score, :stamp, 'new')
 """
 
 
@@ -244,10 +242,11 @@ def sync_catalog(
         )
     batch = validate_artifacts(artifacts)
     stage = f"skillmeat_sync_{uuid.uuid4().hex}"
+    writes = f"{stage}_writes"
     with translated_errors(), session.begin_nested():
         lock_source(session, source_id)
         stamp = session.execute(text("SELECT clock_timestamp()")).scalar_one()
-        session.execute(text(_STAGE_TABLE.format(name=stage)))
+        session.execute(text(_STAGE_TABLES.format(stage=stage, writes=writes)))
         _copy_rows(
             session,
             f"COPY {stage} ({_STAGE_COLUMNS}) FROM STDIN (FORMAT BINARY)",
@@ -264,8 +263,10 @@ def sync_catalog(
             ),
         )
         params = {"source_id": source_id, "stamp": stamp}
-        counts = session.execute(text(SYNC_APPLY.format(stage=stage)), params).one()
-        session.execute(text(f"DROP TABLE {stage}"))
+        counts = session.execute(text(SYNC_DIFF.format(stage=stage, writes=writes)), params).one()
+        if counts.writes:
+            session.execute(text(SYNC_WRITE.format(writes=writes)), params)
+        session.execute(text(f"DROP TABLE {stage}, {writes}"))
     return SyncResult(
         new=counts.new,
         updated=counts.updated,
