@@ -165,7 +165,7 @@ def fresh_database(pg_server_url: URL) -> Iterator[URL]:
 
 def scans_of_staged_rows(node: dict[str, Any]) -> list[str]:
     """Scans in this subtree that read the staged scan: its temporary tables, or a CTE."""
-    found = []
+    found: list[str] = []
     relation = node.get("Relation Name", "")
     if relation.startswith("skillmeat_sync_") or node["Node Type"] == "CTE Scan":
         found.append(f"{node['Node Type']} {relation or node.get('CTE Name')}")
@@ -176,7 +176,7 @@ def scans_of_staged_rows(node: dict[str, Any]) -> list[str]:
 
 def nested_loops_over_staged_rows(node: dict[str, Any]) -> list[str]:
     """Nested Loops that read staged rows on their inner side: once per outer row."""
-    found = []
+    found: list[str] = []
     children = node.get("Plans", [])
     if node["Node Type"] == "Nested Loop":
         for child in children:
