@@ -281,3 +281,17 @@ def _explain_every_statement(conn: Connection, plans: list[dict[str, Any]]) -> N
     raw = conn.connection.driver_connection
     assert raw is not None
     raw.add_notice_handler(collect)
+
+
+def test_bench_sync_prints_every_scenario_and_target(
+    pg_server_url: URL, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from skillmeat import cli
+
+    url = pg_server_url.render_as_string(hide_password=False)
+    assert cli.main(["--url", url, "bench", "sync", "--artifacts", "300", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    for label in ("COPY of the scan", "first sync", "identical", "1% changed", "10% changed"):
+        assert label in out
+    assert "pg_walinspect" in out  # the tests connect as a superuser
+    assert out.count("met ") + out.count("MISSED ") == 5
