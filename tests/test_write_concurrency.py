@@ -276,3 +276,27 @@ def test_a_serialization_failure_is_retryable(
             repo.sync_catalog(s, src, [artifact("skills/x", "abc")])  # commits
         repo.mark_imported(reader, [committed_world.a.entry])  # its source changed since
     _assert_retryable(info.value, "40001")
+
+
+def test_a_serialization_failure_at_commit_leaves_tenant_scope_as_a_library_error(
+    engine: Engine, committed_world: World
+) -> None:
+    """Write skew under SERIALIZABLE fails when the second transaction commits: the
+    commit is inside tenant_scope's error translation too."""
+    serializable = make_session_factory(engine.execution_options(isolation_level="SERIALIZABLE"))
+    x, y = committed_world.a.source, committed_world.b.source
+    read = text("SELECT last_error FROM marketplace_sources WHERE id = :s")
+    write = text("UPDATE marketplace_sources SET last_error = 'skew' WHERE id = :s")
+    with serializable() as one, serializable() as two:
+        first = tenant_scope(one, admin=True)
+        second = tenant_scope(two, admin=True)
+        first.__enter__()
+        second.__enter__()
+        one.execute(read, {"s": x})
+        two.execute(read, {"s": y})
+        one.execute(write, {"s": y})
+        two.execute(write, {"s": x})
+        first.__exit__(None, None, None)  # commits
+        with pytest.raises(SerializationFailure) as info:
+            second.__exit__(None, None, None)  # the commit is refused
+    _assert_retryable(info.value, "40001")
