@@ -125,7 +125,7 @@ def _add_tool_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]
     bench_queries.add_arguments(queries_parser)
     queries_parser.set_defaults(func=bench_queries.run)
     sync_parser = bench_sub.add_parser(
-        "sync", help="first sync and identical, 1% and 10% rescans against COPY; WAL, rows written"
+        "sync", help="first sync, identical, 1%% and 10%% rescans against COPY; WAL, rows written"
     )
     bench_sync.add_arguments(sync_parser)
     sync_parser.set_defaults(func=bench_sync.run)
