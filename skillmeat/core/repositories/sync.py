@@ -121,7 +121,9 @@ def mark_imported(session: Session, entry_ids: Iterable[uuid.UUID]) -> list[uuid
 # can only have them outside, probing the catalog by primary key. An inner join
 # could put the catalog outside: under RLS its estimate collapses to about one row
 # (docs/performance.md), and on a just-created database the planner chose exactly
-# that, a nested loop rescanning the staged rows for every catalog row.
+# that, a nested loop rescanning the staged rows for every catalog row. MERGE has
+# no ON CONFLICT: a row inserted meanwhile by a writer that skipped the source
+# lock (none in this library) fails the sync with ConstraintViolation.
 
 # Enum.value is a descriptor call; a dict lookup costs a fraction (20,000 per scan).
 _TYPE_LABELS = {kind: kind.value for kind in ArtifactType}
