@@ -214,7 +214,7 @@ def bench_queries_command(url: str | None, **options: Any) -> None:
 )
 @click.option("--seed", type=int, default=7, help="seed of the generated scans")
 def bench_sync_command(url: str | None, **options: Any) -> None:
-    """sync_catalog against COPY of the same rows."""
+    """sync_catalog (first sync; identical, 1% and 10% rescans) against COPY: time, WAL, rows."""
     from skillmeat.tools import bench_sync
 
     bench_sync.run(_args(_url(url), **options))

@@ -198,7 +198,9 @@ def test_detected_fields_are_refreshed(session: Session, world: World) -> None:
     assert after["id"] == before["id"]
 
 
-def test_last_sync_is_the_time_the_scan_was_applied(session: Session, world: World) -> None:
+def test_last_sync_advances_and_detected_at_stays_with_the_version(
+    session: Session, world: World
+) -> None:
     ed, src = world.a.members["editor"], world.a.source
     sync(session, ed, src, [artifact("skills/a")])
     first = session.execute(
@@ -207,14 +209,24 @@ def test_last_sync_is_the_time_the_scan_was_applied(session: Session, world: Wor
     sync(session, ed, src, [artifact("skills/a")])  # same transaction: now() would not move
     last_sync, detected_at = session.execute(
         text(
-            "SELECT s.last_sync, max(e.detected_at) FROM marketplace_sources s "
-            "JOIN marketplace_catalog_entries e ON e.source_id = s.id WHERE s.id = :s "
-            "GROUP BY s.last_sync"
+            "SELECT s.last_sync, e.detected_at FROM marketplace_sources s "
+            "JOIN marketplace_catalog_entries e ON e.source_id = s.id "
+            "WHERE s.id = :s AND e.detected_path = 'skills/a'"
         ),
         {"s": src},
     ).one()
-    assert last_sync == detected_at
-    assert last_sync > first
+    assert last_sync > first  # last seen: the source's last_sync
+    assert detected_at == first  # first detected: this version, at the first sync
+    sync(session, ed, src, [artifact("skills/a", "a2")])  # a new version
+    last_sync, detected_at = session.execute(
+        text(
+            "SELECT s.last_sync, e.detected_at FROM marketplace_sources s "
+            "JOIN marketplace_catalog_entries e ON e.source_id = s.id "
+            "WHERE s.id = :s AND e.detected_path = 'skills/a'"
+        ),
+        {"s": src},
+    ).one()
+    assert detected_at == last_sync
 
 
 def test_sync_sets_last_sync_and_clears_last_error(session: Session, world: World) -> None:

@@ -39,12 +39,14 @@ def run(args: list[str], url: str) -> subprocess.CompletedProcess[str]:
 def test_usage_example_runs_as_written(scratch_url: str) -> None:
     blocks = python_blocks(ROOT / "docs" / "usage.md")
     assert blocks, "docs/usage.md has no python example"
+    stdout = ""
     for block in blocks:
         result = run([sys.executable, "-c", block], scratch_url)
         assert result.returncode == 0, result.stderr
-    assert "is already a source of this project" in result.stdout
-    assert "['skills/skill-0', 'skills/skill-1']" in result.stdout
-    assert "permission denied" in result.stdout
+        stdout += result.stdout
+    assert "is already a source of this project" in stdout
+    assert "['skills/skill-0', 'skills/skill-1']" in stdout
+    assert "permission denied" in stdout
 
 
 def test_cli_upgrade_creates_and_migrates_then_current_reports_head(pg_server_url: URL) -> None:

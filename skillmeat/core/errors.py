@@ -1,5 +1,8 @@
 """Library exceptions: errors a caller can act on (field, value and what is allowed)."""
 
+from functools import partial
+from typing import Any
+
 
 class SkillmeatError(Exception):
     """Base of every error the library raises on purpose, so callers can catch them all."""
@@ -81,3 +84,33 @@ class LastOwner(ConstraintViolation):
 
     def __reduce__(self) -> tuple[type["LastOwner"], tuple[object]]:
         return (type(self), (self.project_id,))
+
+
+class RetryableError(SkillmeatError):
+    """The database gave up on this transaction for a reason that is not the caller's input
+    (a lock conflict or a timeout); it was rolled back, and running the whole transaction
+    again is safe. `sqlstate` is the server's code."""
+
+    def __init__(self, message: str, *, sqlstate: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # Exception pickles self.args only; sqlstate is keyword-only.
+        return (partial(type(self), sqlstate=self.sqlstate), (str(self),))
+
+
+class DeadlockDetected(RetryableError):
+    """SQLSTATE 40P01: PostgreSQL broke a lock cycle by rolling this transaction back."""
+
+
+class SerializationFailure(RetryableError):
+    """SQLSTATE 40001: a concurrent commit conflicts with this transaction's snapshot."""
+
+
+class LockTimeout(RetryableError):
+    """SQLSTATE 55P03 (lock_not_available): a lock was not granted within lock_timeout."""
+
+
+class StatementTimeout(RetryableError):
+    """SQLSTATE 57014 (query_canceled): statement_timeout or a cancel request ended a statement."""

@@ -7,10 +7,15 @@ from sqlalchemy.exc import DBAPIError
 
 from skillmeat.core.errors import (
     ConstraintViolation,
+    DeadlockDetected,
     InvalidValue,
     LastOwner,
+    LockTimeout,
     PermissionDenied,
+    RetryableError,
+    SerializationFailure,
     SkillmeatError,
+    StatementTimeout,
 )
 
 _CONSTRAINT_STATES = {
@@ -18,6 +23,33 @@ _CONSTRAINT_STATES = {
     "23503": "it refers to a row that does not exist",
     "23505": "it duplicates an existing row",
     "23514": "a value is outside what the column allows",
+}
+
+
+# Not the caller's input: the server rolled the transaction back (deadlock,
+# serialization) or aborted it (timeouts); running the whole transaction again is safe.
+_RETRYABLE: dict[str, tuple[type[RetryableError], str]] = {
+    "40P01": (
+        DeadlockDetected,
+        "deadlock detected: PostgreSQL rolled this transaction back to break a lock cycle "
+        "with another one, so retrying the whole transaction is safe",
+    ),
+    "40001": (
+        SerializationFailure,
+        "serialization failure: a concurrent transaction changed rows this one read or "
+        "writes, so it was rolled back and retrying the whole transaction is safe",
+    ),
+    "55P03": (
+        LockTimeout,
+        "lock timeout: a lock held by another transaction was not granted within "
+        "lock_timeout and this transaction was aborted, so retrying the whole transaction "
+        "is safe",
+    ),
+    "57014": (
+        StatementTimeout,
+        "statement timeout: a statement ran past statement_timeout (or was canceled) and "
+        "this transaction was aborted, so retrying the whole transaction is safe",
+    ),
 }
 
 
@@ -30,6 +62,9 @@ def translate(exc: DBAPIError) -> SkillmeatError | None:
     state = sqlstate_of(exc)
     diag = getattr(exc.orig, "diag", None)
     primary = getattr(diag, "message_primary", None) or str(exc.orig).splitlines()[0]
+    if state in _RETRYABLE:
+        cls, message = _RETRYABLE[state]
+        return cls(message, sqlstate=state)
     if state == "42501":
         return PermissionDenied(f"permission denied: {primary}")
     if state in _CONSTRAINT_STATES:

@@ -53,7 +53,9 @@ class EntrySort(StrEnum):
 
     PATH = "path"  # detected_path ascending
     CONFIDENCE = "confidence"  # confidence_score descending
-    DETECTED_AT = "detected_at"  # detected_at descending (newest first)
+    # detected_at descending: the newest versions first (detected_at is when the entry's
+    # current version was first detected, not when it was last seen)
+    DETECTED_AT = "detected_at"
 
 
 _SORT_KEYS: dict[EntrySort, tuple[Any, bool]] = {

@@ -494,7 +494,6 @@ def validate_artifacts(
     artifacts: list[DetectedArtifact] = []
     first_index: dict[tuple[ArtifactType, str], int] = {}
     for index, item in enumerate(items):
-        where = f"artifacts[{index}]"
         if index == limit:
             # Stops at the first item past the limit: an endless iterator is not drained.
             raise ValidationFailed(
@@ -511,15 +510,15 @@ def validate_artifacts(
             try:
                 artifact = DetectedArtifact.model_validate(dict(item.__dict__))
             except ValidationError as exc:
-                raise _batch_error(where, exc) from exc
+                raise _batch_error(f"artifacts[{index}]", exc) from exc
         elif isinstance(item, Mapping):
             try:
                 artifact = DetectedArtifact.model_validate(dict(item))
             except ValidationError as exc:
-                raise _batch_error(where, exc) from exc
+                raise _batch_error(f"artifacts[{index}]", exc) from exc
         else:
             raise ValidationFailed(
-                where,
+                f"artifacts[{index}]",
                 item,
                 f"{_show(item)} is not allowed (must be a DetectedArtifact or a mapping "
                 "of its fields)",
@@ -528,7 +527,7 @@ def validate_artifacts(
         first = first_index.setdefault(key, index)
         if first != index:
             raise ValidationFailed(
-                f"{where}.detected_path",
+                f"artifacts[{index}].detected_path",
                 artifact.detected_path,
                 f"{_show(artifact.detected_path)} is not allowed (artifacts[{first}] already "
                 f"has it for artifact_type {artifact.artifact_type.value!r}; each type and "
