@@ -31,9 +31,7 @@ def login_role(engine: Engine, database_url: URL, member_of: tuple[str, ...]) ->
     finally:
         with engine.begin() as conn:
             conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :n"
-                ),
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :n"),
                 {"n": name},
             )
             conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
