@@ -431,9 +431,21 @@ def test_the_shadowing_views_work_where_the_search_path_is_not_pinned(scenario: 
 # --- vector 2: prepared statements under the driver's names -------------------------
 
 
+def member_reads(route: Route, tenant: Tenant, user: uuid.UUID) -> list[Any]:
+    """Reads only: psycopg forgets its prepared statements after a DROP or a ROLLBACK
+    (sync_catalog drops its staging table), so these are what it would prepare."""
+    with route.victim() as s, tenant_scope(s, user_id=user):
+        return [
+            s.execute(text("SELECT id, name FROM projects ORDER BY id")).all(),
+            [(x.id, x.repo_url) for x in repo.list_sources(s, limit=100).items],
+            [(e.id, e.status) for e in repo.list_entries(s, tenant.source, limit=100).items],
+        ]
+
+
 def test_replaced_prepared_statements_are_never_executed(scenario: Scenario) -> None:
-    for _ in range(6):  # past psycopg's default prepare_threshold (5), were it in effect
-        member_request(scenario.route, scenario.world.b, scenario.victim)
+    world, victim = scenario.world, scenario.victim
+    # Past psycopg's default prepare_threshold (5), were it in effect.
+    before = [member_reads(scenario.route, world.b, victim) for _ in range(6)]
     evil = (
         "INSERT INTO public.project_members (project_id, user_id, role) "
         f"SELECT p.id, '{scenario.attacker}', 'owner' FROM public.projects p "
@@ -443,6 +455,7 @@ def test_replaced_prepared_statements_are_never_executed(scenario: Scenario) -> 
         ["DEALLOCATE ALL", *(f"PREPARE _pg3_{n} AS {evil}" for n in range(6))]
         + [f"PREPARE _pg3_{n}_x (uuid) AS {evil}" for n in range(2)]
     )
+    assert member_reads(scenario.route, world.b, victim) == before[-1]
     scenario.assert_unaffected(pid)
     if scenario.route.own_pool is not None:
         assert_clean_checkout(scenario.route.own_pool, pid)
