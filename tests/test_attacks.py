@@ -548,21 +548,9 @@ def test_session_settings_locks_listens_and_cursors_left_behind(scenario: Scenar
         assert free
 
 
-PGBOUNCER_TIMEOUT_GAP = (
-    "behind PgBouncer a session statement_timeout left by a request applies to the next "
-    "request's first statement (the one that restores the settings), and that statement "
-    "takes longer than 1 ms when the session holds many settings: every later scope on "
-    "that server connection fails until the connection is closed"
-)
-
-
-def test_a_session_statement_timeout_left_behind(
-    scenario: Scenario, request: pytest.FixtureRequest
-) -> None:
+def test_a_session_statement_timeout_left_behind(scenario: Scenario) -> None:
     """SET SESSION statement_timeout = 1, amplified by 2000 session placeholders (each
     later scope restores them all, ~10 ms): a denial of service, not a leak."""
-    if scenario.route.own_pool is None:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=PGBOUNCER_TIMEOUT_GAP))
 
     def run(s: Session) -> None:
         s.execute(
@@ -579,17 +567,8 @@ def test_a_session_statement_timeout_left_behind(
         assert_clean_checkout(scenario.route.own_pool, pid)
 
 
-PGBOUNCER_APPLICATION_NAME_GAP = (
-    "PgBouncer 1.18 restores application_name only for clients that sent one at startup, "
-    "and tenant_scope keeps it: a request's SET application_name reaches later requests "
-    "(pg_stat_activity, logs)"
-)
-
-
-def test_application_name_left_behind(scenario: Scenario, request: pytest.FixtureRequest) -> None:
+def test_application_name_left_behind(scenario: Scenario) -> None:
     """A spoofed application_name misleads monitoring and logs of later requests."""
-    if scenario.route.own_pool is None:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=PGBOUNCER_APPLICATION_NAME_GAP))
     pid = scenario.attack(["SET SESSION application_name = 'attacker'"])
     scenario.assert_unaffected(pid)
     if scenario.route.own_pool is not None:

@@ -10,6 +10,7 @@ Every engine is hardened against a request that ran arbitrary SQL (docs/security
   the request (skipped behind a transaction pooler, where `tenant_scope` alone defends).
 """
 
+import weakref
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -36,6 +37,9 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     sa_url = make_url(url or settings.database_url)
     connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", {}))
     connect_args.setdefault("prepare_threshold", None)
+    # Sent at startup, so PgBouncer restores it for every client (1.18 only resets an
+    # application_name the client gave when it connected).
+    connect_args.setdefault("application_name", settings.application_name)
     kwargs.setdefault("pool_pre_ping", True)
     # Error messages and logs never show bound values (identity proofs, later tokens).
     kwargs.setdefault("hide_parameters", True)
@@ -54,7 +58,17 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     event.listen(engine, "connect", _explicit_transactions)
     if discard and kwargs["pool_reset_on_return"] is None:
         event.listen(engine, "reset", _reset_connection)
+        _RESET_ON_CHECKIN.add(engine)
     return engine
+
+
+_RESET_ON_CHECKIN: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+
+
+def resets_on_checkin(engine: Engine) -> bool:
+    """Whether make_engine() gave `engine` the check-in DISCARD ALL (so a checked-out
+    connection carries nothing from an earlier request)."""
+    return engine in _RESET_ON_CHECKIN
 
 
 def _explicit_transactions(dbapi_connection: Any, _record: Any) -> None:

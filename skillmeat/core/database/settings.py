@@ -14,6 +14,8 @@ class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SKILLMEAT_", extra="ignore")
 
     database_url: str = DEFAULT_DATABASE_URL
+    # Shown in pg_stat_activity and the server's logs for every connection.
+    application_name: str = "skillmeat"
     # What sits between the library and PostgreSQL. "transaction": a transaction
     # pooler such as PgBouncer in pool_mode = transaction, where a server connection
     # is shared between clients: the check-in reset (DISCARD ALL) would run on some

@@ -19,10 +19,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from skillmeat.core.database.engine import resets_on_checkin
 from skillmeat.core.database.errors import sqlstate_of, translated_errors
 from skillmeat.core.database.identity import (
     KEY_ENV,
@@ -147,6 +148,17 @@ def tenant_scope(
             params[f"n{i}"] = name
             params[f"v{i}"] = values[name]
         sql = _enter_sql(restore_session=not nested, verify_member=user_id is not None)
+        if not nested and not _clean_on_checkout(session):
+            # Behind a transaction pooler a session statement_timeout left by another
+            # client would also time the (slower) statement that restores it: a cheap
+            # statement resets the timeouts first (our own pool DISCARDs on check-in).
+            session.execute(
+                text(
+                    "SELECT pg_catalog.set_config('statement_timeout', :t, true), "
+                    "pg_catalog.set_config('idle_in_transaction_session_timeout', '0', true)"
+                ),
+                {"t": values["statement_timeout"]},
+            )
         try:
             row = session.execute(text(sql), params).one()
         except DBAPIError as exc:
@@ -179,6 +191,12 @@ def tenant_scope(
                 session.execute(text(f"SELECT {put_back}"), restore)
         finally:
             session.info.pop(_SCOPE_KEY, None)
+
+
+def _clean_on_checkout(session: Session) -> bool:
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    return resets_on_checkin(engine)
 
 
 def _member_identity(session: Session, user_id: uuid.UUID) -> dict[str, str]:
