@@ -30,8 +30,8 @@ RELEASED_REVISIONS = {
     "20261127_1810_row_level_security.py": "eec1a20429c75300",
     "20261127_1810_row_level_security.sql": "87b731e4b476e2a4",
     "20261127_1805_marketplace_schema.py": "a481bf967fc08849",
-    "20261205_2250_request_isolation.py": "0168a66b47a33719",
-    "20261205_2250_request_isolation.sql": "ffd61c91f785aeab",
+    "20261205_2250_request_isolation.py": "560d4163de77b495",
+    "20261205_2250_request_isolation.sql": "715df84afa5b7ecc",
     "20261205_2320_96234684d7d9_bounded_input.py": "75689afa6ec6adf1",
     "20261205_2310_ac48ebd7ed9a_projects_api.py": "29a53e33e9864e49",
 }

@@ -89,7 +89,6 @@ def test_security_definer_helpers_pin_search_path(connection: Connection) -> Non
         "member_project_ids",
         "member_source_ids",
         "project_keeps_an_owner",
-        "roles_at_least",
     }
     for row in rows:
         assert row.proconfig == ["search_path=pg_catalog, pg_temp"], row.proname
@@ -114,7 +113,6 @@ def test_security_definer_helpers_pin_search_path(connection: Connection) -> Non
         "current_user_id": ["PUBLIC"],
         "member_project_ids": [APP_ROLE],
         "member_source_ids": [APP_ROLE],
-        "roles_at_least": ["skillmeat_definer"],
     }
 
 

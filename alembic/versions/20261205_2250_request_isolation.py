@@ -88,7 +88,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("ALTER TABLE public.project_members ALTER COLUMN user_id SET STATISTICS -1")
     _drop_layer()
-    op.execute("DROP FUNCTION skillmeat_private.roles_at_least(text)")
     op.execute("DROP TABLE skillmeat_private.identity_keys")
     op.execute("DROP SCHEMA skillmeat_private")
     op.execute(PREVIOUS_POLICIES_SQL.read_text(encoding="utf-8"))
