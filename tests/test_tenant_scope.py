@@ -229,6 +229,6 @@ def test_bench_requests_prints_the_three_engines(
     argv = ["--url", pg_server_url.render_as_string(hide_password=False), "bench", "requests"]
     assert cli.main([*argv, "--rounds", "20", "--warmup", "2"]) == 0
     out = capsys.readouterr().out
-    for engine in ("before (rollback, prepared on 5th use)", "no prepared statements", "library"):
+    for engine in ("prepared on 5th use", "unprepared, rollback", "library: unprepared, DISCARD"):
         assert engine in out
     assert "20 interleaved requests per engine" in out

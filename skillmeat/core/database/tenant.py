@@ -147,8 +147,11 @@ def tenant_scope(
         for i, name in enumerate(_SETTINGS):
             params[f"n{i}"] = name
             params[f"v{i}"] = values[name]
-        sql = _enter_sql(restore_session=not nested, verify_member=user_id is not None)
-        if not nested and not _clean_on_checkout(session):
+        # A connection our pool DISCARDed on check-in carries no session settings:
+        # only one that was not (behind a transaction pooler) needs them restored.
+        unclean = not nested and not _clean_on_checkout(session)
+        sql = _enter_sql(restore_session=unclean, verify_member=user_id is not None)
+        if unclean:
             # Behind a transaction pooler a session statement_timeout left by another
             # client would also time the (slower) statement that restores it: a cheap
             # statement resets the timeouts first (our own pool DISCARDs on check-in).
