@@ -232,3 +232,19 @@ def test_bench_requests_prints_the_three_engines(
     for engine in ("prepared on 5th use", "unprepared, rollback", "library: unprepared, DISCARD"):
         assert engine in out
     assert "20 interleaved requests per engine" in out
+
+
+def test_engine_pool_and_connection_come_from_settings(
+    database_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SKILLMEAT_POOL_SIZE", "7")
+    monkeypatch.setenv("SKILLMEAT_MAX_OVERFLOW", "3")
+    monkeypatch.setenv("SKILLMEAT_APPLICATION_NAME", "skillmeat-test-app")
+    engine = make_engine(database_url)
+    try:
+        assert (engine.pool.size(), engine.pool._max_overflow) == (7, 3)  # type: ignore[attr-defined]
+        with engine.connect() as conn:
+            name = conn.execute(text("SELECT current_setting('application_name')")).scalar_one()
+        assert name == "skillmeat-test-app"
+    finally:
+        engine.dispose()

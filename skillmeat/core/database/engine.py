@@ -40,6 +40,11 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     # Sent at startup, so PgBouncer restores it for every client (1.18 only resets an
     # application_name the client gave when it connected).
     connect_args.setdefault("application_name", settings.application_name)
+    connect_args.setdefault("connect_timeout", settings.connect_timeout_s)
+    if kwargs.get("poolclass") is None:
+        kwargs.setdefault("pool_size", settings.pool_size)
+        kwargs.setdefault("max_overflow", settings.max_overflow)
+        kwargs.setdefault("pool_timeout", settings.pool_timeout_s)
     kwargs.setdefault("pool_pre_ping", True)
     # Error messages and logs never show bound values (identity proofs, later tokens).
     kwargs.setdefault("hide_parameters", True)

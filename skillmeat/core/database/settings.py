@@ -22,6 +22,13 @@ class DatabaseSettings(BaseSettings):
     # other client's server connection, so it is skipped; every scope's own defences
     # (pinned search_path, session settings restored, no prepared statements) stay.
     database_pooler: Literal["none", "transaction"] = "none"
+    # The pool of each engine make_engine() builds. A sync web app holds one connection
+    # per request in flight: size pool_size + max_overflow to its worker threads
+    # (FastAPI's threadpool runs 40), or the threads queue for pool_timeout seconds.
+    pool_size: int = Field(default=10, ge=1)
+    max_overflow: int = Field(default=10, ge=0)
+    pool_timeout_s: float = Field(default=30.0, gt=0)
+    connect_timeout_s: int = Field(default=10, ge=1)
     # Transaction-local limits set by every tenant_scope, in milliseconds (0 = none).
     statement_timeout_ms: int = Field(default=30_000, ge=0)
     lock_timeout_ms: int = Field(default=5_000, ge=0)
