@@ -227,15 +227,23 @@ def test_rotation_accepts_every_installed_key_until_it_is_removed(
 
 
 def test_scope_refuses_a_key_the_database_does_not_know(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch, committed_world: World
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    committed_world: World,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setenv(KEY_ENV, IdentityKey.generate().secret.hex())
+    unknown = IdentityKey.generate()
+    monkeypatch.setenv(KEY_ENV, unknown.secret.hex())
+    user = committed_world.a.members["viewer"]
     with (
+        caplog.at_level("WARNING", logger="skillmeat.database.scope"),
         make_session_factory(engine)() as session,
         pytest.raises(ScopeError, match="did not accept the identity proof"),
-        tenant_scope(session, user_id=committed_world.a.members["viewer"]),
+        tenant_scope(session, user_id=user),
     ):
         pass
+    assert f"did not verify the proof for {user}" in caplog.text
+    assert unknown.secret.hex() not in caplog.text and "v1." not in caplog.text
 
 
 # --- installing the key, and the development fallback ---------------------------------

@@ -14,6 +14,7 @@ that statement with every name schema-qualified, so nothing on the search path c
 redirect it.
 """
 
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,8 @@ from skillmeat.core.database.identity import (
 )
 from skillmeat.core.database.settings import DatabaseSettings
 from skillmeat.core.errors import IdentityNotConfigured, ScopeError
+
+log = logging.getLogger("skillmeat.database.scope")
 
 APP_ROLE = "skillmeat_app"
 ADMIN_ROLE = "skillmeat_admin"
@@ -167,6 +170,7 @@ def tenant_scope(
         except DBAPIError as exc:
             if sqlstate_of(exc) == "42501" and "role" in str(exc.orig):
                 pool = "admin" if admin else "member"
+                log.warning("scope refused: the login role may not act as %s", role)
                 raise ScopeError(
                     f"this connection's login role may not act as {role}: "
                     f"{'admin' if admin else 'member'} requests need the {pool} pool's login "
@@ -174,6 +178,8 @@ def tenant_scope(
                 ) from None
             raise
         if not row.verified:
+            # The user id is no secret; the proof is never logged.
+            log.warning("scope refused: the database did not verify the proof for %s", user_id)
             raise ScopeError(
                 f"the database did not accept the identity proof for user {user_id}: "
                 f"install the key in {KEY_ENV} with `skillmeat-db upgrade`, and check "
