@@ -34,6 +34,8 @@ RELEASED_REVISIONS = {
     "20261205_2250_request_isolation.sql": "ffd61c91f785aeab",
     "20261205_2320_96234684d7d9_bounded_input.py": "75689afa6ec6adf1",
     "20261205_2310_ac48ebd7ed9a_projects_api.py": "29a53e33e9864e49",
+    "20261206_0030_scan_lifecycle.py": "fafbebb9b0167e99",
+    "20261206_0030_scan_lifecycle.sql": "1942267865131bac",
 }
 
 # Everything the chain creates outside pg_catalog/information_schema.

@@ -338,11 +338,12 @@ def fail_scan(
             "UPDATE marketplace_scans SET state = :state, attempts = :attempts, error = :error, "
             "lease_token = NULL, lease_expires_at = NULL, "
             "not_before = coalesce(CAST(:not_before AS timestamptz), clock_timestamp() + :delay), "
-            "finished_at = CASE WHEN :state = 'queued' THEN NULL ELSE clock_timestamp() END "
+            "finished_at = CASE WHEN :finished THEN clock_timestamp() END "
             "WHERE id = :scan_id RETURNING *",
             {
                 "scan_id": scan_id,
                 "state": state.value,
+                "finished": state is not ScanState.QUEUED,
                 "attempts": attempts,
                 "error": message,
                 "not_before": not_before,
