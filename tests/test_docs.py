@@ -87,6 +87,12 @@ def test_demo_shows_isolation_and_cleans_up(scratch_url: str) -> None:
     assert rows["carol"][:2] == ["2", "2"]  # carol views both projects' sources
     assert rows["alice"][:2] == ["1", "1"]
     assert "deleted" in result.stdout
+    scan_lines = result.stdout.split("5. A rescan as a background job")[1]
+    assert "requested by bob:         scan " in scan_lines and " queued" in scan_lines
+    assert "claimed by a worker:      attempt 1" in scan_lines
+    assert "completed by the worker:  " in scan_lines
+    assert " succeeded by demo-worker" in scan_lines
+    assert "scan_state=succeeded" in scan_lines
 
 
 @pytest.mark.parametrize(

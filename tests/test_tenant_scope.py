@@ -232,3 +232,18 @@ def test_bench_requests_prints_the_three_engines(
     for engine in ("before (rollback, prepared on 5th use)", "no prepared statements", "library"):
         assert engine in out
     assert "20 interleaved requests per engine" in out
+
+
+def test_bench_scans_prints_claims_and_workers(
+    pg_server_url: URL, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from skillmeat import cli
+
+    argv = ["--url", pg_server_url.render_as_string(hide_password=False), "bench", "scans"]
+    sizes = ["--history-small", "10", "--history-large", "200", "--claims", "5", "--warmup", "1"]
+    assert cli.main([*argv, *sizes, "--queued", "40", "--threads", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "claim_scans(limit=1) medians over 5 claims each" in out
+    assert "4 worker threads over 40 queued scans" in out
+    workers = out.splitlines()[-1].split()
+    assert workers[:2] == ["4", "40"] and workers[-2:] == ["0", "0"]  # no duplicates, none lost
