@@ -160,6 +160,10 @@ def test_list_scans_is_newest_first_and_keyset_paged(session: Session, world: Wo
             cursor = page.next_cursor
         assert scans.list_scans(session, world.b.source).items == []  # another tenant's
     assert len(seen) == 7 and seen == sorted(seen, reverse=True)
+    with tenant_scope(session, user_id=world.a.members["editor"]):
+        fresh = scans.request_scan(session, src)
+        card = repo.get_source(session, src)
+    assert card.scan_state is ScanState.QUEUED and card.next_scan_at == fresh.not_before
 
 
 def test_request_and_cancel_need_an_editor(session: Session, world: World) -> None:
@@ -506,21 +510,25 @@ def test_a_killed_worker_is_reaped_and_its_scan_done_once_by_another(
     # not yet committed), then its connection is terminated.
     victim = sessions()
     died: list[BaseException] = []
+    held_back, terminated = None, False
     try:
         with tenant_scope(victim, worker=True):
             pid = victim.execute(text("SELECT pg_backend_pid()")).scalar_one()
             scans.heartbeat_scan(victim, scan_id, lease_token=doomed.lease_token)
             time.sleep(0.5)  # the committed lease has expired meanwhile
             with sessions() as s, tenant_scope(s, worker=True):
-                assert _reaped(s, scan_id) is False  # SKIP LOCKED: a live holder stays
+                held_back = _reaped(s, scan_id)  # SKIP LOCKED: a live holder stays
             with engine.begin() as conn:
-                conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+                terminated = conn.execute(
+                    text("SELECT pg_terminate_backend(:p)"), {"p": pid}
+                ).scalar_one()
             victim.execute(text("SELECT 1"))
     except Exception as exc:  # the driver's "connection terminated", then the rollback's
         died.append(exc)
     finally:
         victim.close()
-    assert died, "the victim's connection survived pg_terminate_backend"
+    assert terminated and died, "the victim's connection survived pg_terminate_backend"
+    assert held_back is False
 
     with sessions() as s, tenant_scope(s, worker=True):
         assert _reaped(s, scan_id) is True
