@@ -235,6 +235,32 @@ def bench_requests_command(url: str | None, **options: Any) -> None:
     bench_requests.run(_args(_url(url), **options))
 
 
+@bench.command("scans")
+@url_option
+@click.option(
+    "--history-small", type=click.IntRange(min=0), default=1_000, help="finished scans, small side"
+)
+@click.option(
+    "--history-large",
+    type=click.IntRange(min=0),
+    default=1_000_000,
+    help="finished scans, large side",
+)
+@click.option(
+    "--claims", type=click.IntRange(min=1), default=500, help="measured claims per database"
+)
+@click.option("--warmup", type=click.IntRange(min=0), default=50, help="unmeasured claims first")
+@click.option(
+    "--queued", type=click.IntRange(min=1), default=10_000, help="scans the worker threads run"
+)
+@click.option("--threads", type=click.IntRange(min=1), default=4, help="worker threads")
+def bench_scans_command(url: str | None, **options: Any) -> None:
+    """The scan queue: claim latency vs history, and worker threads claiming and completing."""
+    from skillmeat.tools import bench_scans
+
+    bench_scans.run(_args(_url(url), **options))
+
+
 @cli.command("demo")
 @url_option
 @click.option("--keep", is_flag=True, help="keep the demo's projects")

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
-from skillmeat.core.database.tenant import ADMIN_ROLE, APP_ROLE
+from skillmeat.core.database.tenant import ADMIN_ROLE, APP_ROLE, WORKER_ROLE
 
 MEMBER_POOL = (APP_ROLE,)
 ADMIN_POOL = (ADMIN_ROLE,)
@@ -35,3 +35,6 @@ def login_role(engine: Engine, database_url: URL, member_of: tuple[str, ...]) ->
                 {"n": name},
             )
             conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
+
+
+WORKER_POOL = (WORKER_ROLE,)

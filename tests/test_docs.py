@@ -49,6 +49,16 @@ def test_usage_example_runs_as_written(scratch_url: str) -> None:
     assert "permission denied" in stdout
 
 
+def test_scans_worker_loop_runs_as_written(scratch_url: str) -> None:
+    blocks = python_blocks(ROOT / "docs" / "scans.md")
+    assert len(blocks) == 1, "docs/scans.md has one python example (the worker loop)"
+    result = run([sys.executable, "-c", blocks[0]], scratch_url)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("scan ") and lines[0].endswith(": 1 new")
+    assert lines[1:] == ["succeeded", "1 1.0"]
+
+
 def test_cli_upgrade_creates_and_migrates_then_current_reports_head(pg_server_url: URL) -> None:
     with throwaway_database(pg_server_url, prefix="skillmeat_cli") as url:
         target = url.set(database=f"{url.database}_new")
@@ -87,6 +97,12 @@ def test_demo_shows_isolation_and_cleans_up(scratch_url: str) -> None:
     assert rows["carol"][:2] == ["2", "2"]  # carol views both projects' sources
     assert rows["alice"][:2] == ["1", "1"]
     assert "deleted" in result.stdout
+    scan_lines = result.stdout.split("5. A rescan as a background job")[1]
+    assert "requested by bob:         scan " in scan_lines and " queued" in scan_lines
+    assert "claimed by a worker:      attempt 1" in scan_lines
+    assert "completed by the worker:  " in scan_lines
+    assert " succeeded by demo-worker" in scan_lines
+    assert "scan_state=succeeded" in scan_lines
 
 
 @pytest.mark.parametrize(

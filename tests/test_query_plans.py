@@ -50,7 +50,11 @@ SERVING_INDEX: dict[str, set[str]] = {
     "3b": {"ix_marketplace_catalog_entries_source_id_confidence_score_id"},
     # No index holds (artifact_type, status): any index on source_id reads the same rows.
     "4": ENTRIES_BY_SOURCE,
-    "5": {"ix_marketplace_sources_project_id_last_sync"},
+    # Plus one probe per source row for its latest scan (the LATERAL ... LIMIT 1).
+    "5": {
+        "ix_marketplace_sources_project_id_last_sync",
+        "ix_marketplace_scans_source_id_created_at_id",
+    },
     "6": {
         "ix_marketplace_catalog_entries_source_id_status",
         "ix_marketplace_catalog_entries_source_id_detected_path_id",

@@ -7,9 +7,15 @@ import pytest
 from sqlalchemy import Connection, text
 
 from skillmeat.core.database import identity_settings
-from skillmeat.core.database.tenant import ADMIN_ROLE, APP_ROLE
+from skillmeat.core.database.tenant import ADMIN_ROLE, APP_ROLE, WORKER_ROLE
 
-TABLES = ["projects", "project_members", "marketplace_sources", "marketplace_catalog_entries"]
+TABLES = [
+    "projects",
+    "project_members",
+    "marketplace_sources",
+    "marketplace_catalog_entries",
+    "marketplace_scans",
+]
 COMMANDS = ["SELECT", "INSERT", "UPDATE", "DELETE"]
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +61,7 @@ def test_every_granted_command_has_a_policy_per_role(
     connection: Connection, table: str, command: str
 ) -> None:
     policies = _policies(connection, table)
-    for role in (APP_ROLE, ADMIN_ROLE):
+    for role in (APP_ROLE, ADMIN_ROLE, WORKER_ROLE):
         granted = _may(connection, role, table, command)
         covering = [name for name, cmd, roles, _, _ in policies if cmd == command and role in roles]
         if role == ADMIN_ROLE:
@@ -70,7 +76,7 @@ def test_policies_name_their_roles_and_update_checks_both_sides(
 ) -> None:
     for name, cmd, roles, qual, with_check in _policies(connection, table):
         assert "public" not in roles, f"{name} applies to PUBLIC"
-        assert set(roles) <= {APP_ROLE, ADMIN_ROLE, "skillmeat_definer"}, name
+        assert set(roles) <= {APP_ROLE, ADMIN_ROLE, WORKER_ROLE, "skillmeat_definer"}, name
         if cmd == "UPDATE":
             assert qual and with_check, f"{name} needs USING and WITH CHECK"
 
@@ -116,7 +122,7 @@ def test_security_definer_helpers_pin_search_path(connection: Connection) -> Non
     }
 
 
-@pytest.mark.parametrize("role", [APP_ROLE, ADMIN_ROLE, "skillmeat_definer"])
+@pytest.mark.parametrize("role", [APP_ROLE, ADMIN_ROLE, WORKER_ROLE, "skillmeat_definer"])
 def test_roles_are_plain_and_own_nothing(connection: Connection, role: str) -> None:
     attrs = connection.execute(
         text("SELECT rolsuper, rolbypassrls, rolcanlogin FROM pg_roles WHERE rolname = :r"),
@@ -142,7 +148,7 @@ def test_roles_are_plain_and_own_nothing(connection: Connection, role: str) -> N
 
 
 def test_no_request_role_can_read_identity_keys(connection: Connection) -> None:
-    for role in (APP_ROLE, ADMIN_ROLE, "PUBLIC"):
+    for role in (APP_ROLE, ADMIN_ROLE, WORKER_ROLE, "PUBLIC"):
         readable = connection.execute(
             text(
                 "SELECT has_any_column_privilege(:r, 'skillmeat_private.identity_keys', 'SELECT')"
@@ -236,3 +242,51 @@ def test_policy_helpers_run_once_per_statement(connection: Connection, sources: 
         "member_project_ids": 2,
         "member_source_ids": 1,
     }
+
+
+# What the worker may do on each table: (command, columns) pairs, None = none at all.
+WORKER_MAY = {
+    "projects": set(),
+    "project_members": set(),
+    "marketplace_sources": {"SELECT", "UPDATE"},
+    "marketplace_catalog_entries": {"SELECT", "INSERT", "UPDATE"},
+    "marketplace_scans": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+}
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_worker_privileges_are_what_a_scan_needs(connection: Connection, table: str) -> None:
+    granted = {command for command in COMMANDS if _may(connection, WORKER_ROLE, table, command)}
+    assert granted == WORKER_MAY[table]
+
+
+def test_worker_columns_on_sources(connection: Connection) -> None:
+    """Scan configuration and the sync's own columns; never a rename, a move or an id."""
+    columns: dict[str, list[str]] = dict(
+        connection.execute(
+            text(
+                "SELECT privilege_type, array_agg(column_name::text ORDER BY column_name) "
+                "FROM information_schema.column_privileges WHERE table_name = :t "
+                "AND grantee = :r GROUP BY 1"
+            ),
+            {"t": "marketplace_sources", "r": WORKER_ROLE},
+        ).all()
+    )
+    assert columns == {
+        "SELECT": [
+            "branch_or_ref",
+            "id",
+            "last_error",
+            "last_sync",
+            "manual_map",
+            "repo_url",
+            "root_hint",
+        ],
+        "UPDATE": ["last_error", "last_sync"],
+    }
+    for table in (t for t in TABLES if t != "project_members"):
+        for command in ("INSERT", "UPDATE"):
+            assert not connection.execute(
+                text("SELECT has_column_privilege(:r, :t, 'id', :c)"),
+                {"r": WORKER_ROLE, "t": f"public.{table}", "c": command},
+            ).scalar_one(), (table, command)

@@ -936,8 +936,18 @@ def test_read_models_are_built_from_row_attributes() -> None:
 
 def test_read_model_fields_match_the_orm_columns() -> None:
     from skillmeat.core.models.marketplace import MarketplaceCatalogEntry, MarketplaceSource
+    from skillmeat.core.models.scans import MarketplaceScan
+    from skillmeat.core.schemas.scans import ScanRead
 
-    assert set(SourceRead.model_fields) == set(MarketplaceSource.__table__.columns.keys())
+    # The latest scan's state and due time come from a lateral join, not a column.
+    latest_scan = {"scan_state", "next_scan_at"}
+    assert set(SourceRead.model_fields) - latest_scan == set(
+        MarketplaceSource.__table__.columns.keys()
+    )
+    # The lease token is the worker's secret: never in a read model.
+    assert set(ScanRead.model_fields) == set(MarketplaceScan.__mapper__.columns.keys()) - {
+        "lease_token"
+    }
     assert set(CatalogEntryRead.model_fields) == set(
         MarketplaceCatalogEntry.__table__.columns.keys()
     )

@@ -59,7 +59,8 @@ def test_scope_commits_on_success_and_restores_identity(session: Session, world:
     with tenant_scope(session, user_id=world.a.members["editor"]):
         assert _identity(session) == ("skillmeat_app", str(world.a.members["editor"]))
         created = session.execute(text(NEW_SOURCE), {"p": world.a.project}).scalar_one()
-    assert _identity(session) == before
+    # A custom setting cannot be unset once defined: '' is "nobody", as absent is.
+    assert _identity(session) == (before[0], before[1] or "")
     found = session.execute(
         text("SELECT count(*) FROM marketplace_sources WHERE id = :s"), {"s": created}
     ).scalar_one()
@@ -248,3 +249,18 @@ def test_engine_pool_and_connection_come_from_settings(
         assert name == "skillmeat-test-app"
     finally:
         engine.dispose()
+
+
+def test_bench_scans_prints_claims_and_workers(
+    pg_server_url: URL, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from skillmeat import cli
+
+    argv = ["--url", pg_server_url.render_as_string(hide_password=False), "bench", "scans"]
+    sizes = ["--history-small", "10", "--history-large", "200", "--claims", "5", "--warmup", "1"]
+    assert cli.main([*argv, *sizes, "--queued", "40", "--threads", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "claim_scans(limit=1) medians over 5 claims each" in out
+    assert "4 worker threads over 40 queued scans" in out
+    workers = out.splitlines()[-1].split()
+    assert workers[:2] == ["4", "40"] and workers[-2:] == ["0", "0"]  # no duplicates, none lost

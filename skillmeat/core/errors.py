@@ -114,3 +114,18 @@ class LockTimeout(RetryableError):
 
 class StatementTimeout(RetryableError):
     """SQLSTATE 57014 (query_canceled): statement_timeout or a cancel request ended a statement."""
+
+
+class LeaseLost(SkillmeatError):
+    """The worker's claim on a scan ended (its lease expired and the scan was reaped or
+    claimed again, or it finished): nothing was written, and the worker must drop the scan."""
+
+    def __init__(self, scan_id: object) -> None:
+        super().__init__(
+            f"scan_id: {scan_id} is no longer held by this lease_token (the lease expired "
+            "and the scan was reaped or claimed by another worker); drop this scan"
+        )
+        self.scan_id = scan_id
+
+    def __reduce__(self) -> tuple[type["LeaseLost"], tuple[object]]:
+        return (type(self), (self.scan_id,))

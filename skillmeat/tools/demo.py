@@ -7,12 +7,15 @@ a foreign write being refused. The demo's projects are deleted afterwards unless
 """
 
 import argparse
+import datetime as dt
+import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from skillmeat.core.database import (
     DatabaseSettings,
@@ -24,7 +27,9 @@ from skillmeat.core.database.provision import database_exists
 from skillmeat.core.errors import PermissionDenied
 from skillmeat.core.models import CatalogStatus
 from skillmeat.core.repositories import marketplace as repo
+from skillmeat.core.repositories import scans
 from skillmeat.core.schemas.marketplace import SourceCreate
+from skillmeat.core.schemas.scans import ClaimedScan, ScanStats
 from skillmeat.data import load_snapshot, snapshot_pairs
 from skillmeat.tools import CommandError
 
@@ -125,6 +130,8 @@ def run(args: argparse.Namespace) -> None:
             print(f"   refused: {refused}")
         else:  # pragma: no cover - would be a security bug
             raise CommandError("a foreign write was NOT refused: check the RLS policies")
+
+        _scan_lifecycle(sessions, projects[1], users, pairs)
     finally:
         if not args.keep:
             with sessions() as session, tenant_scope(session, admin=True):
@@ -133,3 +140,73 @@ def run(args: argparse.Namespace) -> None:
                     session.execute(text("DELETE FROM projects WHERE id = :p"), {"p": project_id})
             print("\nThe demo's projects were deleted (run with --keep to keep them).")
         engine.dispose()
+
+
+def _scan_lifecycle(
+    sessions: sessionmaker[Session],
+    project: DemoProject,
+    users: dict[str, uuid.UUID],
+    pairs: dict[str, tuple[Path, Path]],
+) -> None:
+    """Step 5: a rescan as a background job: requested, claimed, completed, listed."""
+    source_id = project.source_id
+    assert source_id is not None
+    print("\n5. A rescan as a background job (docs/scans.md):")
+    with sessions() as session, tenant_scope(session, user_id=users["bob"]):
+        requested = scans.request_scan(session, source_id)
+    print(f"   requested by bob:         scan {str(requested.id)[:8]} {requested.state}")
+    claimed = _claim(sessions, requested.id)
+    print(
+        f"   claimed by a worker:      attempt {claimed.attempt}, lease until "
+        f"{claimed.lease_expires_at:%H:%M:%S} UTC, config {claimed.repo_url} "
+        f"@ {claimed.branch_or_ref}"
+    )
+    started = time.perf_counter()
+    artifacts = load_snapshot(pairs[project.repo][1]).artifacts
+    with sessions() as session, tenant_scope(session, worker=True):
+        result = scans.complete_scan(
+            session,
+            claimed.scan_id,
+            lease_token=claimed.lease_token,
+            artifacts=artifacts,
+            commit_sha="demo",
+            stats=ScanStats(
+                duration_ms=int((time.perf_counter() - started) * 1000),
+                files_scanned=len(artifacts),
+                bytes_fetched=0,
+            ),
+        )
+    print(
+        f"   completed by the worker:  {result.new} new, {result.updated} updated, "
+        f"{result.removed} removed, {result.unchanged} unchanged (one transaction)"
+    )
+    with sessions() as session, tenant_scope(session, user_id=users["carol"]):
+        [latest, *_] = scans.list_scans(session, source_id, limit=5).items
+        card = repo.get_source(session, source_id)
+    print(
+        f"   listed for carol:         scan {str(latest.id)[:8]} {latest.state} by "
+        f"{latest.worker}, {latest.files_scanned} files, confidence deciles "
+        f"{latest.confidence_histogram}"
+    )
+    print(f"   the source card reads:    scan_state={card.scan_state}")
+
+
+def _claim(sessions: sessionmaker[Session], scan_id: uuid.UUID) -> ClaimedScan:
+    """Claim the demo's scan; scans of other sources claimed meanwhile are put back."""
+    for _ in range(100):
+        with sessions() as session, tenant_scope(session, worker=True):
+            claimed = scans.claim_scans(session, worker="demo-worker", limit=10)
+            mine = [c for c in claimed if c.scan_id == scan_id]
+            for other in claimed:
+                if other.scan_id != scan_id:
+                    scans.fail_scan(
+                        session,
+                        other.scan_id,
+                        lease_token=other.lease_token,
+                        error="put back by skillmeat-db demo",
+                        retry_at=dt.datetime.now(dt.UTC),
+                    )
+        if mine:
+            return mine[0]
+        time.sleep(0.1)
+    raise CommandError(f"scan {scan_id} could not be claimed (is it due?)")

@@ -11,6 +11,10 @@
 --           cannot claim another user. skillmeat.core.database.identity makes proofs.
 -- Admin:    SET LOCAL ROLE skillmeat_admin (separate policies, so the tenant
 --           policies stay index conditions; no "is_admin() OR ..." in them).
+-- Worker:   SET LOCAL ROLE skillmeat_worker (the scan workers' pool): every source's
+--           scan configuration, the scan queue, and the catalog's sync columns; no
+--           memberships, no project names, never a rename or a delete of a project
+--           or a source (its own policies, at the end of this file).
 -- Membership checks have the form  col = ANY ((SELECT helper())::uuid[]):  an
 -- InitPlan run once per statement, which the planner can use as an index
 -- condition (a per-row function, IN (SELECT ...) or EXISTS becomes a filter).
@@ -22,7 +26,7 @@ DO $roles$
 DECLARE
     r text;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['skillmeat_app', 'skillmeat_admin', 'skillmeat_definer'] LOOP
+    FOREACH r IN ARRAY ARRAY['skillmeat_app', 'skillmeat_admin', 'skillmeat_definer', 'skillmeat_worker'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
             BEGIN
                 EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', r);
@@ -47,7 +51,7 @@ $roles$;
 -- TEMPORARY has been revoked from PUBLIC (it is granted to PUBLIC by default).
 DO $temp$
 BEGIN
-    EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO skillmeat_app, skillmeat_admin',
+    EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO skillmeat_app, skillmeat_admin, skillmeat_worker',
                    current_database());
 END
 $temp$;
@@ -295,3 +299,65 @@ CREATE POLICY marketplace_catalog_entries_admin_select ON public.marketplace_cat
 CREATE POLICY marketplace_catalog_entries_admin_insert ON public.marketplace_catalog_entries FOR INSERT TO skillmeat_admin WITH CHECK (true);
 CREATE POLICY marketplace_catalog_entries_admin_update ON public.marketplace_catalog_entries FOR UPDATE TO skillmeat_admin USING (true) WITH CHECK (true);
 CREATE POLICY marketplace_catalog_entries_admin_delete ON public.marketplace_catalog_entries FOR DELETE TO skillmeat_admin USING (true);
+
+-- ---------------------------------------------------------------- marketplace_scans
+-- The scan queue: viewer reads its sources' scans; editor requests (INSERT of
+-- source_id only) and cancels (UPDATE of state, cancel_requested_at, finished_at,
+-- only to a queued, running or cancelled row); the worker and admin do everything
+-- through their own USING (true) policies. No request role writes id, attempts
+-- or a lease as a member.
+ALTER TABLE public.marketplace_scans ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.marketplace_scans FORCE ROW LEVEL SECURITY;
+GRANT SELECT ON public.marketplace_scans TO skillmeat_app;
+GRANT INSERT (source_id), UPDATE (state, cancel_requested_at, finished_at)
+   ON public.marketplace_scans TO skillmeat_app;
+GRANT SELECT, DELETE ON public.marketplace_scans TO skillmeat_admin, skillmeat_worker;
+GRANT INSERT (source_id, not_before),
+      UPDATE (state, attempts, not_before, started_at, finished_at, worker, lease_token,
+              lease_expires_at, heartbeat_at, cancel_requested_at, error, commit_sha,
+              duration_ms, files_scanned, bytes_fetched, rate_limit_remaining,
+              entries_new, entries_updated, entries_removed, entries_unchanged,
+              entries_inserted, entries_changed, confidence_histogram)
+   ON public.marketplace_scans TO skillmeat_admin, skillmeat_worker;
+
+CREATE POLICY marketplace_scans_app_select ON public.marketplace_scans FOR SELECT TO skillmeat_app
+    USING (source_id = ANY ((SELECT skillmeat_private.member_source_ids('viewer'))::uuid[]));
+CREATE POLICY marketplace_scans_app_insert ON public.marketplace_scans FOR INSERT TO skillmeat_app
+    WITH CHECK (source_id = ANY ((SELECT skillmeat_private.member_source_ids('editor'))::uuid[])
+                AND state = 'queued');
+CREATE POLICY marketplace_scans_app_update ON public.marketplace_scans FOR UPDATE TO skillmeat_app
+    USING (source_id = ANY ((SELECT skillmeat_private.member_source_ids('editor'))::uuid[]))
+    WITH CHECK (source_id = ANY ((SELECT skillmeat_private.member_source_ids('editor'))::uuid[])
+                AND state IN ('queued', 'running', 'cancelled'));
+CREATE POLICY marketplace_scans_admin_select ON public.marketplace_scans FOR SELECT TO skillmeat_admin USING (true);
+CREATE POLICY marketplace_scans_admin_insert ON public.marketplace_scans FOR INSERT TO skillmeat_admin WITH CHECK (true);
+CREATE POLICY marketplace_scans_admin_update ON public.marketplace_scans FOR UPDATE TO skillmeat_admin USING (true) WITH CHECK (true);
+CREATE POLICY marketplace_scans_admin_delete ON public.marketplace_scans FOR DELETE TO skillmeat_admin USING (true);
+CREATE POLICY marketplace_scans_worker_select ON public.marketplace_scans FOR SELECT TO skillmeat_worker USING (true);
+CREATE POLICY marketplace_scans_worker_insert ON public.marketplace_scans FOR INSERT TO skillmeat_worker WITH CHECK (true);
+CREATE POLICY marketplace_scans_worker_update ON public.marketplace_scans FOR UPDATE TO skillmeat_worker USING (true) WITH CHECK (true);
+CREATE POLICY marketplace_scans_worker_delete ON public.marketplace_scans FOR DELETE TO skillmeat_worker USING (true);
+
+-- ---------------------------------------------------------------- the worker on the other tables
+-- Sources: read the scan configuration of every source and the sync's own columns
+-- (not project_id, trust_level or visibility: a scan needs none of them). UPDATE (last_sync, last_error) also lets sync_catalog lock
+-- the source FOR NO KEY UPDATE (which needs UPDATE privilege and policy). No
+-- INSERT or DELETE; no grant at all on projects or project_members.
+GRANT SELECT (id, repo_url, branch_or_ref, root_hint, manual_map, last_sync, last_error),
+      UPDATE (last_sync, last_error)
+   ON public.marketplace_sources TO skillmeat_worker;
+CREATE POLICY marketplace_sources_worker_select ON public.marketplace_sources FOR SELECT TO skillmeat_worker USING (true);
+CREATE POLICY marketplace_sources_worker_update ON public.marketplace_sources FOR UPDATE TO skillmeat_worker USING (true) WITH CHECK (true);
+
+-- Entries: what sync_catalog reads and writes; never an import's columns
+-- (imported_at, imported_version_sha are the user's) and never a DELETE
+-- (a rescan marks entries removed).
+GRANT SELECT (id, source_id, artifact_type, detected_path, upstream_url, detected_version_sha,
+              confidence_score, detected_at, status, imported_at, imported_version_sha),
+      INSERT (source_id, artifact_type, detected_path, upstream_url, detected_version_sha,
+              confidence_score, detected_at, status),
+      UPDATE (upstream_url, detected_version_sha, confidence_score, detected_at, status)
+   ON public.marketplace_catalog_entries TO skillmeat_worker;
+CREATE POLICY marketplace_catalog_entries_worker_select ON public.marketplace_catalog_entries FOR SELECT TO skillmeat_worker USING (true);
+CREATE POLICY marketplace_catalog_entries_worker_insert ON public.marketplace_catalog_entries FOR INSERT TO skillmeat_worker WITH CHECK (true);
+CREATE POLICY marketplace_catalog_entries_worker_update ON public.marketplace_catalog_entries FOR UPDATE TO skillmeat_worker USING (true) WITH CHECK (true);

@@ -2,8 +2,8 @@
 
 A member request runs as role skillmeat_app with `skillmeat.user_id` and a proof the
 database verifies (`skillmeat.core.database.identity`); an admin request runs as
-skillmeat_admin. All of it is set with set_config(..., true), so it ends with the
-transaction.
+skillmeat_admin; a scan worker runs as skillmeat_worker. All of it is set with
+set_config(..., true), so it ends with the transaction.
 
 The scope's first statement also defends the request against what an earlier one
 may have left on the session (on our pool the check-in reset removes it; behind a
@@ -41,6 +41,7 @@ log = logging.getLogger("skillmeat.database.scope")
 
 APP_ROLE = "skillmeat_app"
 ADMIN_ROLE = "skillmeat_admin"
+WORKER_ROLE = "skillmeat_worker"
 SEARCH_PATH = "pg_catalog, public, pg_temp"
 _SCOPE_KEY = "skillmeat.scope"
 
@@ -99,6 +100,7 @@ class Scope:
 
     user_id: uuid.UUID | None
     admin: bool
+    worker: bool = False
 
 
 def current_scope(session: Session) -> Scope:
@@ -106,25 +108,32 @@ def current_scope(session: Session) -> Scope:
     scope = session.info.get(_SCOPE_KEY)
     if not isinstance(scope, Scope):
         raise ScopeError(
-            "this call must run inside tenant_scope(session, user_id=...) or "
-            "tenant_scope(session, admin=True)"
+            "this call must run inside tenant_scope(session, user_id=...), "
+            "tenant_scope(session, admin=True) or tenant_scope(session, worker=True)"
         )
     return scope
 
 
 @contextmanager
 def tenant_scope(
-    session: Session, *, user_id: uuid.UUID | None = None, admin: bool = False
+    session: Session,
+    *,
+    user_id: uuid.UUID | None = None,
+    admin: bool = False,
+    worker: bool = False,
 ) -> Iterator[Session]:
-    """Begin a transaction acting for `user_id` (or as admin); commit on success, else roll back.
+    """Begin a transaction acting for `user_id` (or as admin, or as a scan worker); commit on
+    success, else roll back.
 
     Inside an already open transaction it uses a savepoint and restores the
     previous role, identity and settings on exit.
     """
-    if admin == (user_id is not None):
+    if [user_id is not None, admin is True, worker is True].count(True) != 1 or (
+        admin not in (True, False) or worker not in (True, False)
+    ):
         raise ScopeError(
-            "tenant_scope needs exactly one of user_id=<uuid.UUID> (a member request) "
-            "or admin=True (an admin request)"
+            "tenant_scope needs exactly one of user_id=<uuid.UUID> (a member request), "
+            "admin=True (an admin request) or worker=True (a scan worker)"
         )
     if user_id is not None and not isinstance(user_id, uuid.UUID):
         raise ScopeError(f"user_id: {user_id!r} is not allowed (must be a uuid.UUID)")
@@ -132,7 +141,8 @@ def tenant_scope(
         raise ScopeError("tenant_scope cannot be nested in another tenant_scope on one session")
 
     settings = DatabaseSettings()
-    role = ADMIN_ROLE if admin else APP_ROLE
+    role = ADMIN_ROLE if admin else WORKER_ROLE if worker else APP_ROLE
+    pool = "admin" if admin else "worker" if worker else "member"
     nested = session.in_transaction()
     transaction = session.begin_nested() if nested else session.begin()
     with translated_errors(), transaction:
@@ -169,12 +179,11 @@ def tenant_scope(
             row = session.execute(text(sql), params).one()
         except DBAPIError as exc:
             if sqlstate_of(exc) == "42501" and "role" in str(exc.orig):
-                pool = "admin" if admin else "member"
                 log.warning("scope refused: the login role may not act as %s", role)
                 raise ScopeError(
                     f"this connection's login role may not act as {role}: "
-                    f"{'admin' if admin else 'member'} requests need the {pool} pool's login "
-                    "role (docs/security.md, 'Two pools')"
+                    f"{pool} requests need the {pool} pool's login "
+                    "role (docs/security.md, 'Pools')"
                 ) from None
             raise
         if not row.verified:
@@ -185,7 +194,7 @@ def tenant_scope(
                 f"install the key in {KEY_ENV} with `skillmeat-db upgrade`, and check "
                 "that the backend's and the database's clocks agree"
             )
-        session.info[_SCOPE_KEY] = Scope(user_id=user_id, admin=admin)
+        session.info[_SCOPE_KEY] = Scope(user_id=user_id, admin=admin, worker=worker)
         try:
             yield session
             if session.connection().in_nested_transaction():

@@ -5,11 +5,13 @@ from skillmeat.core.models.enums import (
     ArtifactType,
     CatalogStatus,
     MemberRole,
+    ScanState,
     TrustLevel,
     Visibility,
 )
 from skillmeat.core.models.marketplace import MarketplaceCatalogEntry, MarketplaceSource
 from skillmeat.core.models.project import Project, ProjectMember
+from skillmeat.core.models.scans import MarketplaceScan
 
 __all__ = [
     "NAMING_CONVENTION",
@@ -17,10 +19,12 @@ __all__ = [
     "Base",
     "CatalogStatus",
     "MarketplaceCatalogEntry",
+    "MarketplaceScan",
     "MarketplaceSource",
     "MemberRole",
     "Project",
     "ProjectMember",
+    "ScanState",
     "TrustLevel",
     "Visibility",
 ]

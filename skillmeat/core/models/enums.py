@@ -43,3 +43,13 @@ class CatalogStatus(StrEnum):
     UPDATED = "updated"
     REMOVED = "removed"
     UNCHANGED = "unchanged"
+
+
+class ScanState(StrEnum):
+    """Where a scan is in its lifecycle (docs/scans.md has the state diagram)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"

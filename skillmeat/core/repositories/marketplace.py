@@ -91,10 +91,18 @@ def _duplicate_repo_refused(session: Session, repo_url: str) -> Iterator[None]:
 def get_source(session: Session, source_id: uuid.UUID) -> SourceRead:
     current_scope(session)
     _check_id("source_id", source_id)
-    row = session.execute(select(Source).where(Source.id == source_id)).scalar_one_or_none()
+    row = session.execute(paths.with_latest_scan().where(Source.id == source_id)).first()
     if row is None:
         raise NotFound(f"source_id: {source_id} is not a source visible to this user")
-    return SourceRead.model_validate(row)
+    return _source_read(row)
+
+
+def _source_read(row: Any) -> SourceRead:
+    """A SourceRead from a (source, scan_state, next_scan_at) row of `with_latest_scan`."""
+    source, scan_state, next_scan_at = row
+    return SourceRead.model_validate(source).model_copy(
+        update={"scan_state": scan_state, "next_scan_at": next_scan_at}
+    )
 
 
 def update_source(session: Session, source_id: uuid.UUID, changes: SourceUpdate) -> SourceRead:
@@ -114,7 +122,7 @@ def update_source(session: Session, source_id: uuid.UUID, changes: SourceUpdate)
         ).scalar_one_or_none()
     if row is None:
         _refuse_write(session, source_id, "update")
-    return SourceRead.model_validate(row)
+    return get_source(session, source_id)  # with its latest scan
 
 
 def delete_source(session: Session, source_id: uuid.UUID) -> None:
@@ -153,8 +161,8 @@ def list_sources(
         _check_id("project_id", project_id)
     _check_limit(limit)
     after = paths.decode_cursor(cursor, "last_sync") if cursor else None
-    rows = list(session.execute(paths.sources_page(project_id, limit=limit, after=after)).scalars())
-    items = [SourceRead.model_validate(row) for row in rows[:limit]]
+    rows = list(session.execute(paths.sources_page(project_id, limit=limit, after=after)).all())
+    items = [_source_read(row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
         last = items[-1]

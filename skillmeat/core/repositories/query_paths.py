@@ -24,10 +24,12 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    case,
     func,
     literal,
     or_,
     select,
+    true,
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -38,12 +40,15 @@ from skillmeat.core.models import (
     ArtifactType,
     CatalogStatus,
     MarketplaceCatalogEntry,
+    MarketplaceScan,
     MarketplaceSource,
+    ScanState,
 )
 
 AnySelect: TypeAlias = Select[*tuple[Any, ...]]
 Entry = MarketplaceCatalogEntry
 Source = MarketplaceSource
+Scan = MarketplaceScan
 
 MAX_PAGE = 500
 
@@ -92,6 +97,8 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, uuid.UUID]:
         key = data["k"]
         if sort == EntrySort.DETECTED_AT:
             key = dt.datetime.fromisoformat(key)  # never null: a TypeError is refused below
+        elif sort == "created_at":
+            key = dt.datetime.fromisoformat(key)
         elif sort == "last_sync":
             key = None if key is None else dt.datetime.fromisoformat(key)
         elif sort == EntrySort.CONFIDENCE:
@@ -220,14 +227,34 @@ def _last_sync_after(after: tuple[dt.datetime | None, uuid.UUID]) -> ColumnEleme
     return or_(Source.last_sync > key, and_(Source.last_sync == key, Source.id > row_id))
 
 
+def with_latest_scan() -> AnySelect:
+    """Sources with their latest scan's state and, while it is queued, when it is due.
+
+    A LEFT JOIN LATERAL ... LIMIT 1: one probe of (source_id, created_at, id) per
+    source row read, in the listing's own query, so a source card needs no second one.
+    """
+    latest = (
+        select(
+            Scan.state.label("scan_state"),
+            case((Scan.state == ScanState.QUEUED.value, Scan.not_before)).label("next_scan_at"),
+        )
+        .where(Scan.source_id == Source.id)
+        .order_by(Scan.created_at.desc(), Scan.id.desc())
+        .limit(1)
+        .lateral("latest_scan")
+    )
+    return select(Source, latest.c.scan_state, latest.c.next_scan_at).outerjoin(latest, true())
+
+
 def sources_page(
     project_id: uuid.UUID | None = None,
     *,
     limit: int = 50,
     after: tuple[dt.datetime | None, uuid.UUID] | None = None,
 ) -> AnySelect:
-    """Path 5: a project's sources, never-synced first, then oldest sync first."""
-    stmt: AnySelect = select(Source)
+    """Path 5: a project's sources, never-synced first, then oldest sync first; each
+    with its latest scan's state (`with_latest_scan`)."""
+    stmt: AnySelect = with_latest_scan()
     if project_id is not None:
         stmt = stmt.where(Source.project_id == project_id)
     if after is not None:

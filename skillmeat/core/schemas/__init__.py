@@ -10,13 +10,18 @@ from skillmeat.core.schemas.marketplace import (
     validate_artifacts,
 )
 from skillmeat.core.schemas.projects import MemberRead, ProjectCreate, ProjectRead
+from skillmeat.core.schemas.scans import ClaimedScan, ScanHealth, ScanRead, ScanStats
 
 __all__ = [
     "CatalogEntryRead",
+    "ClaimedScan",
     "DetectedArtifact",
     "MemberRead",
     "ProjectCreate",
     "ProjectRead",
+    "ScanHealth",
+    "ScanRead",
+    "ScanStats",
     "SourceCreate",
     "SourceRead",
     "SourceUpdate",

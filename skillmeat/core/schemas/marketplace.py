@@ -25,7 +25,13 @@ from pydantic_core import PydanticCustomError
 
 from skillmeat.core.errors import ValidationFailed
 from skillmeat.core.limits import InputLimits
-from skillmeat.core.models.enums import ArtifactType, CatalogStatus, TrustLevel, Visibility
+from skillmeat.core.models.enums import (
+    ArtifactType,
+    CatalogStatus,
+    ScanState,
+    TrustLevel,
+    Visibility,
+)
 
 __all__ = [
     "MAX_MANUAL_MAP_PATHS",
@@ -557,6 +563,10 @@ class SourceRead(BaseModel):
     visibility: Visibility
     created_at: dt.datetime
     updated_at: dt.datetime
+    # The latest scan's state (None: never scanned) and, while it is queued, when it
+    # is due; read by the listing in the same query (a lateral join).
+    scan_state: ScanState | None = None
+    next_scan_at: dt.datetime | None = None
 
 
 class CatalogEntryRead(BaseModel):
