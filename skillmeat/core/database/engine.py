@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool, PoolResetState
 
@@ -33,8 +34,30 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     `pool_pre_ping` is on so a connection dropped by a failover is replaced
     rather than handed to a request.
     """
+    sa_url, kwargs, discard = _engine_options(url, kwargs)
+    engine = create_engine(sa_url, **kwargs)
+    _harden(engine, discard)
+    return engine
+
+
+def make_async_engine(url: str | URL | None = None, **kwargs: Any) -> AsyncEngine:
+    """make_engine() for asyncio (psycopg's async connection), with the same hardening.
+
+    Use it with `AsyncSession`, `async_tenant_scope` and `await session.run_sync(fn, ...)`
+    for the repository functions (docs/usage.md, "Async").
+    """
+    sa_url, kwargs, discard = _engine_options(url, kwargs)
+    engine = create_async_engine(sa_url, **kwargs)
+    _harden(engine.sync_engine, discard)
+    return engine
+
+
+def _engine_options(
+    url: str | URL | None, kwargs: dict[str, Any]
+) -> tuple[URL, dict[str, Any], bool]:
     settings = DatabaseSettings()
     sa_url = make_url(url or settings.database_url)
+    kwargs = dict(kwargs)
     connect_args: dict[str, Any] = dict(kwargs.pop("connect_args", {}))
     connect_args.setdefault("prepare_threshold", None)
     # Sent at startup, so PgBouncer restores it for every client (1.18 only resets an
@@ -52,19 +75,23 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     discard = settings.database_pooler == "none" and kwargs.get("poolclass") is not NullPool
     if discard:
         kwargs.setdefault("pool_reset_on_return", None)  # _reset_connection rolls back itself
-    if discard and kwargs["pool_reset_on_return"] is None and connect_args["prepare_threshold"]:
+    discard = discard and kwargs["pool_reset_on_return"] is None
+    if discard and connect_args["prepare_threshold"]:
         # psycopg would go on using statements the check-in reset deallocated.
         raise ConfigurationError(
             "prepare_threshold: server-side prepared statements cannot be combined with the "
             "check-in reset (DISCARD ALL); also pass pool_reset_on_return='rollback', which "
             "gives up that defence (docs/security.md)"
         )
-    engine = create_engine(sa_url, connect_args=connect_args, **kwargs)
+    kwargs["connect_args"] = connect_args
+    return sa_url, kwargs, discard
+
+
+def _harden(engine: Engine, discard: bool) -> None:
     event.listen(engine, "connect", _explicit_transactions)
-    if discard and kwargs["pool_reset_on_return"] is None:
+    if discard:
         event.listen(engine, "reset", _reset_connection)
         _RESET_ON_CHECKIN.add(engine)
-    return engine
 
 
 _RESET_ON_CHECKIN: "weakref.WeakSet[Engine]" = weakref.WeakSet()
@@ -80,7 +107,7 @@ def _explicit_transactions(dbapi_connection: Any, _record: Any) -> None:
     # psycopg then spells out READ WRITE in every BEGIN: a session-level
     # default_transaction_read_only left by a request cannot turn a later one read-only.
     if not dbapi_connection.autocommit:
-        dbapi_connection.read_only = False
+        dbapi_connection.set_read_only(False)
 
 
 def _reset_connection(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
@@ -91,7 +118,11 @@ def _reset_connection(dbapi_connection: Any, _record: Any, state: PoolResetState
     autocommit = dbapi_connection.autocommit
     dbapi_connection.autocommit = True
     try:
-        dbapi_connection.execute(RESET_SQL)
+        cursor = dbapi_connection.cursor()  # psycopg's, or SQLAlchemy's asyncio adapter
+        try:
+            cursor.execute(RESET_SQL)
+        finally:
+            cursor.close()
     finally:
         dbapi_connection.autocommit = autocommit
 

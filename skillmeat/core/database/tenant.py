@@ -16,13 +16,15 @@ redirect it.
 
 import logging
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+from sqlalchemy.util import greenlet_spawn
 
 from skillmeat.core.database.engine import resets_on_checkin
 from skillmeat.core.database.errors import sqlstate_of, translated_errors
@@ -229,3 +231,25 @@ def _member_identity(session: Session, user_id: uuid.UUID) -> dict[str, str]:
             "database (32+ random bytes, hex or base64; docs/security.md)"
         )
     return identity_settings(user_id, key=key)
+
+
+@asynccontextmanager
+async def async_tenant_scope(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID | None = None,
+    admin: bool = False,
+    worker: bool = False,
+) -> AsyncIterator[AsyncSession]:
+    """tenant_scope for an `AsyncSession` (from make_async_engine()): the same scope, run
+    on the session's sync twin through SQLAlchemy's greenlet bridge. Call the repository
+    functions inside with `await session.run_sync(fn, ...)`."""
+    scope = tenant_scope(session.sync_session, user_id=user_id, admin=admin, worker=worker)
+    await greenlet_spawn(scope.__enter__)
+    try:
+        yield session
+    except BaseException as exc:
+        if not await greenlet_spawn(scope.__exit__, type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        await greenlet_spawn(scope.__exit__, None, None, None)

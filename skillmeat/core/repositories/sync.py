@@ -10,8 +10,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
+from sqlalchemy.util import await_only
 
 from skillmeat.core.database.errors import translated_errors
 from skillmeat.core.database.tenant import current_scope
@@ -283,9 +285,38 @@ def sync_catalog(
 def _copy_rows(
     session: Session, copy_sql: str, types: list[str], rows: Iterable[tuple[Any, ...]]
 ) -> None:
-    """Stream rows through COPY on the session's own connection (and transaction)."""
+    """Stream rows through COPY on the session's own connection (and transaction).
+
+    On an AsyncSession (through run_sync) the driver connection is psycopg's async
+    one: each of its coroutines is awaited through SQLAlchemy's greenlet bridge.
+    """
     raw = session.connection().connection.driver_connection
+    if isinstance(raw, psycopg.AsyncConnection):
+        _copy_rows_async(raw, copy_sql, types, rows)
+        return
     with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:  # type: ignore[union-attr]
         copy.set_types(types)
         for row in rows:
             copy.write_row(row)
+
+
+def _copy_rows_async(
+    raw: "psycopg.AsyncConnection[Any]",
+    copy_sql: str,
+    types: list[str],
+    rows: Iterable[tuple[Any, ...]],
+) -> None:
+    cursor = raw.cursor()
+    try:
+        copying = cursor.copy(copy_sql)
+        copy = await_only(copying.__aenter__())
+        try:
+            copy.set_types(types)
+            for row in rows:
+                await_only(copy.write_row(row))
+        except BaseException as exc:
+            await_only(copying.__aexit__(type(exc), exc, exc.__traceback__))
+            raise
+        await_only(copying.__aexit__(None, None, None))
+    finally:
+        await_only(cursor.close())
