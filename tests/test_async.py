@@ -9,7 +9,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from skillmeat.core.database import async_tenant_scope, make_async_engine
-from skillmeat.core.errors import PermissionDenied
+from skillmeat.core.errors import NotFound
 from skillmeat.core.repositories import marketplace as repo
 from skillmeat.core.schemas.marketplace import DetectedArtifact, SourceCreate
 from tests.rls_world import World
@@ -55,7 +55,7 @@ def test_repositories_run_on_an_async_session(database_url: URL, committed_world
                 try:
                     async with async_tenant_scope(session, user_id=b.members["viewer"]):
                         await session.run_sync(repo.sync_catalog, source.id, ARTIFACTS[:1])
-                except PermissionDenied:
+                except NotFound:  # another tenant's source: invisible
                     refused = True
             return result.inserted, len(page.items), visible, refused
         finally:

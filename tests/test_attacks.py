@@ -467,7 +467,7 @@ def test_replaced_prepared_statements_are_never_executed(scenario: Scenario) -> 
 def test_set_session_role_admin_is_refused_on_the_member_pool(scenario: Scenario) -> None:
     if scenario.route.name == "pgbouncer-shared":
         pytest.skip("the old single-login wiring may act as admin: see the next test")
-    with pytest.raises(PermissionDenied, match="permission denied to set role") as refused:
+    with pytest.raises(PermissionDenied, match="may not take that role") as refused:
         scenario.attack(["SET SESSION ROLE skillmeat_admin"])
     cause = refused.value.__cause__
     assert isinstance(cause, DBAPIError)
@@ -659,6 +659,6 @@ def test_forged_identity_reads_and_writes_nothing(scenario: Scenario, forgery: s
             {"p": world.b.project, "u": str(scenario.attacker)},
         )
 
-    with pytest.raises(PermissionDenied, match="row-level security"):
+    with pytest.raises(PermissionDenied, match=r"a project.s members"):
         scenario.attack(join_victims_project)
     scenario.assert_unaffected(pid)

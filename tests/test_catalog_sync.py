@@ -15,7 +15,7 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 
 from skillmeat.core.database import make_session_factory, tenant_scope
-from skillmeat.core.errors import PermissionDenied, ValidationFailed
+from skillmeat.core.errors import NotFound, PermissionDenied, ValidationFailed
 from skillmeat.core.models import ArtifactType, CatalogStatus
 from skillmeat.core.repositories import marketplace as repo
 from skillmeat.core.schemas.marketplace import DetectedArtifact
@@ -328,7 +328,9 @@ def test_refused_sync_changes_nothing(session: Session, world: World, who: str) 
         "outsider": world.outsider,
     }[who]
     before = _snapshot(session, world.a.source)
-    with pytest.raises(PermissionDenied):
+    # A viewer sees the source but may not write it; to anybody else it does not exist.
+    expected = PermissionDenied if who == "viewer" else NotFound
+    with pytest.raises(expected):
         sync(session, user, world.a.source, [artifact("skills/a")])
     assert _snapshot(session, world.a.source) == before
 

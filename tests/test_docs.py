@@ -46,7 +46,7 @@ def test_usage_example_runs_as_written(scratch_url: str) -> None:
         stdout += result.stdout
     assert "is already a source of this project" in stdout
     assert "['skills/skill-0', 'skills/skill-1']" in stdout
-    assert "permission denied" in stdout
+    assert "is not a source visible to this user" in stdout
     assert "async: sources due for a rescan:" in stdout
 
 
@@ -89,7 +89,7 @@ def test_cli_fails_in_one_line_without_a_traceback() -> None:
 def test_demo_shows_isolation_and_cleans_up(scratch_url: str) -> None:
     result = run(["skillmeat-db", "demo"], scratch_url)
     assert result.returncode == 0, result.stderr
-    assert "refused: permission denied" in result.stdout
+    assert "refused: source_id: " in result.stdout and "not a source visible" in result.stdout
     rows = dict(
         (line.split()[0], line.split()[1:])
         for line in result.stdout.splitlines()

@@ -492,8 +492,10 @@ def test_delete_source_cascades_to_its_entries(session: Session, catalog: Catalo
         repo.delete_source(session, catalog.source)
         with pytest.raises(NotFound):
             repo.get_source(session, catalog.source)
-        assert repo.list_entries(session, catalog.source).items == []
-        assert repo.mark_imported(session, entry_ids) == []
+        with pytest.raises(NotFound):
+            repo.list_entries(session, catalog.source)
+        with pytest.raises(NotFound, match="is not a catalog entry visible"):
+            repo.mark_imported(session, entry_ids)
     with as_user(session, catalog.viewer):
         counts = repo.catalog_counts(session)
     with tenant_scope(session, admin=True):  # sees every row: are they really gone?
@@ -935,7 +937,9 @@ def test_catalog_counts_match_the_listed_entries(session: Session, catalog: Cata
     with as_user(session, catalog.viewer):
         two = repo.catalog_counts(session, [catalog.source, world.a.source])
         every = repo.catalog_counts(session)
-        asked_foreign = repo.catalog_counts(session, [world.b.source, empty])
+        asked_empty = repo.catalog_counts(session, [empty])
+        with pytest.raises(NotFound, match=str(world.b.source)):
+            repo.catalog_counts(session, [empty, world.b.source])
         expected = {
             source: python_counts(all_entries(session, source, limit=500))
             for source in (catalog.source, world.a.source)
@@ -944,7 +948,7 @@ def test_catalog_counts_match_the_listed_entries(session: Session, catalog: Cata
     assert sum(expected[catalog.source].values()) == 24
     assert expected[world.a.source] == {(ArtifactType.SKILL, CatalogStatus.NEW): 1}
     assert world.b.source not in every
-    assert asked_foreign == {}
+    assert asked_empty == {}  # visible, no entries
 
 
 # --- mark_imported ------------------------------------------------------------------
@@ -965,10 +969,17 @@ def test_mark_imported_marks_only_writable_live_entries(session: Session, catalo
             CatalogStatus.REMOVED,
         )
     )
-    asked = [new.id, updated.id, unchanged.id, removed.id, world.b.entry, uuid.uuid4(), new.id]
+    asked = [new.id, updated.id, unchanged.id, removed.id, new.id]
     with as_user(session, catalog.editor):
+        # An id this user cannot see (another tenant's, or none at all) refuses the
+        # whole call, before anything is written.
+        for invisible in (world.b.entry, uuid.uuid4()):
+            with pytest.raises(NotFound, match=str(invisible)):
+                repo.mark_imported(session, [*asked, invisible])
+        with pytest.raises(NotFound, match="is not an entry of source"):
+            repo.mark_imported(session, asked, source_id=world.a.source)
         now = session.execute(text("SELECT now()")).scalar_one()
-        marked = repo.mark_imported(session, asked)
+        marked = repo.mark_imported(session, asked, source_id=catalog.source)
         after = {r.id: r for r in all_entries(session, catalog.source, limit=500)}
     with as_user(session, world.b.members["viewer"]):
         (foreign,) = repo.list_entries(session, world.b.source).items
@@ -991,12 +1002,15 @@ def test_mark_imported_marks_only_writable_live_entries(session: Session, catalo
     )
 
 
-def test_mark_imported_by_a_viewer_marks_nothing(session: Session, catalog: Catalog) -> None:
+def test_mark_imported_by_a_viewer_is_refused_and_marks_nothing(
+    session: Session, catalog: Catalog
+) -> None:
     with as_user(session, catalog.viewer):
-        marked = repo.mark_imported(session, ids(catalog.rows))
+        with pytest.raises(PermissionDenied, match="editor or owner role required"):
+            repo.mark_imported(session, ids(catalog.rows))
         nothing = repo.mark_imported(session, [])
         after = all_entries(session, catalog.source, limit=500)
-    assert (marked, nothing) == ([], [])
+    assert nothing == []
     assert after == in_order(catalog.rows, EntrySort.PATH)
 
 
@@ -1044,7 +1058,9 @@ def test_record_sync_failure_refused_without_write_rights(
     session: Session, world: World, actor: str, target: str
 ) -> None:
     tenant: Tenant = getattr(world, target)
-    with as_user(session, world.a.members[actor]), pytest.raises(PermissionDenied):
+    # A foreign source does not exist for this user; its own is visible but read-only.
+    expected = NotFound if target == "b" else PermissionDenied
+    with as_user(session, world.a.members[actor]), pytest.raises(expected):
         repo.record_sync_failure(session, tenant.source, "clone failed")
     with as_user(session, tenant.members["viewer"]):
         assert repo.get_source(session, tenant.source).last_error is None

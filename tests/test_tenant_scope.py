@@ -68,13 +68,18 @@ def test_scope_commits_on_success_and_restores_identity(session: Session, world:
 
 
 def test_refusal_is_a_library_error_and_rolls_back(session: Session, world: World) -> None:
-    with pytest.raises(PermissionDenied, match="row-level security"):  # noqa: SIM117
-        with tenant_scope(session, user_id=world.a.members["editor"]):
-            session.execute(
-                text("UPDATE marketplace_sources SET branch_or_ref = 'dev' WHERE id = :s"),
-                {"s": world.a.source},
-            )
-            session.execute(text(NEW_SOURCE), {"p": world.b.project})
+    # The library's sentence (what, and the role needed), never PostgreSQL's policy text.
+    with (
+        pytest.raises(PermissionDenied, match="make that change to a source") as refused,
+        tenant_scope(session, user_id=world.a.members["editor"]),
+    ):
+        session.execute(
+            text("UPDATE marketplace_sources SET branch_or_ref = 'dev' WHERE id = :s"),
+            {"s": world.a.source},
+        )
+        session.execute(text(NEW_SOURCE), {"p": world.b.project})
+    assert "row-level security" not in str(refused.value)
+    assert "editor or owner role required" in str(refused.value)
     assert _identity(session)[0] == "none"
     ref = session.execute(
         text("SELECT branch_or_ref FROM marketplace_sources WHERE id = :s"), {"s": world.a.source}

@@ -24,7 +24,7 @@ from skillmeat.core.database import (
     tenant_scope,
 )
 from skillmeat.core.database.provision import database_exists
-from skillmeat.core.errors import PermissionDenied
+from skillmeat.core.errors import NotFound
 from skillmeat.core.models import CatalogStatus
 from skillmeat.core.repositories import marketplace as repo
 from skillmeat.core.repositories import scans
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> None:
         try:
             with sessions() as session, tenant_scope(session, user_id=users["bob"]):
                 repo.sync_catalog(session, target, [])
-        except PermissionDenied as refused:
+        except NotFound as refused:  # another tenant's source: invisible, as if absent
             print(f"   refused: {refused}")
         else:  # pragma: no cover - would be a security bug
             raise CommandError("a foreign write was NOT refused: check the RLS policies")

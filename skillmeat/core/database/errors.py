@@ -1,5 +1,6 @@
 """Turn driver errors into the library's exceptions (one sentence, no driver traceback)."""
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -53,6 +54,29 @@ _RETRYABLE: dict[str, tuple[type[RetryableError], str]] = {
 }
 
 
+# What a refused write was about, in the business's words, and who may do it.
+_OBJECTS: dict[str, tuple[str, str]] = {
+    "projects": ("a project", "an admin creates projects; the owner renames or deletes one"),
+    "project_members": ("a project's members", "owner role required"),
+    "marketplace_sources": ("a source", "editor or owner role required"),
+    "marketplace_catalog_entries": ("a source's catalog", "editor or owner role required"),
+    "marketplace_scans": ("a source's scans", "editor or owner role required"),
+}
+_TABLE_RE = re.compile(r'(?:for table|relation) "?([a-z_]+)"?')
+
+
+def _refusal(primary: str) -> str:
+    """The library's sentence for SQLSTATE 42501 (an RLS WITH CHECK or a missing grant),
+    never PostgreSQL's policy text."""
+    if "role" in primary and "set role" in primary.lower():
+        return "permission denied: this connection may not take that role"
+    found = _TABLE_RE.search(primary)
+    if found and found.group(1) in _OBJECTS:
+        what, who = _OBJECTS[found.group(1)]
+        return f"permission denied: this user may not make that change to {what} ({who})"
+    return "permission denied: this user may not do that"
+
+
 def sqlstate_of(exc: DBAPIError) -> str | None:
     return getattr(exc.orig, "sqlstate", None)
 
@@ -66,7 +90,7 @@ def translate(exc: DBAPIError) -> SkillmeatError | None:
         cls, message = _RETRYABLE[state]
         return cls(message, sqlstate=state)
     if state == "42501":
-        return PermissionDenied(f"permission denied: {primary}")
+        return PermissionDenied(_refusal(primary))
     if state in _CONSTRAINT_STATES:
         constraint = getattr(diag, "constraint_name", None)
         if constraint == LastOwner.CONSTRAINT:

@@ -3,7 +3,11 @@
 import uuid
 from typing import Any
 
-from skillmeat.core.errors import ValidationFailed
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from skillmeat.core.errors import NotFound, PermissionDenied, ValidationFailed
+from skillmeat.core.models import MarketplaceSource
 
 
 def check_id(field: str, value: Any) -> uuid.UUID:
@@ -11,3 +15,41 @@ def check_id(field: str, value: Any) -> uuid.UUID:
     if not isinstance(value, uuid.UUID):
         raise ValidationFailed(field, value, f"{value!r} is not allowed (must be a uuid.UUID)")
     return value
+
+
+def source_not_found(source_id: uuid.UUID) -> NotFound:
+    return NotFound(f"source_id: {source_id} is not a source visible to this user")
+
+
+def require_visible_source(session: Session, source_id: uuid.UUID) -> None:
+    """NotFound unless the scope can see the source (the same answer whether it exists
+    for another tenant or not at all)."""
+    visible = session.execute(
+        select(MarketplaceSource.id).where(MarketplaceSource.id == source_id)
+    ).first()
+    if visible is None:
+        raise source_not_found(source_id)
+
+
+def require_visible_sources(session: Session, source_ids: list[uuid.UUID]) -> None:
+    """require_visible_source for several ids, in one query."""
+    if not source_ids:
+        return
+    visible = set(
+        session.execute(
+            select(MarketplaceSource.id).where(MarketplaceSource.id.in_(source_ids))
+        ).scalars()
+    )
+    for source_id in source_ids:
+        if source_id not in visible:
+            raise source_not_found(source_id)
+
+
+def refuse_source_write(session: Session, source_id: uuid.UUID, action: str) -> None:
+    """A write matched no row: PermissionDenied if the scope can see the source, else
+    NotFound. Always raises."""
+    require_visible_source(session, source_id)
+    raise PermissionDenied(
+        f"permission denied: this user may read source {source_id} but not {action} "
+        "(editor or owner role required)"
+    )

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, update
 from sqlalchemy.orm import Session
 
 from skillmeat.core.database.errors import translated_errors
@@ -21,7 +21,6 @@ from skillmeat.core.errors import (
     ConstraintViolation,
     DuplicateSource,
     NotFound,
-    PermissionDenied,
     ScopeError,
     ValidationFailed,
 )
@@ -33,6 +32,11 @@ from skillmeat.core.models import (
 )
 from skillmeat.core.repositories import query_paths as paths
 from skillmeat.core.repositories.common import check_id as _check_id
+from skillmeat.core.repositories.common import (
+    refuse_source_write,
+    require_visible_source,
+    require_visible_sources,
+)
 from skillmeat.core.repositories.query_paths import EntrySort
 
 # The catalog's write paths live in sync.py; re-exported (`X as X`) so that
@@ -139,13 +143,7 @@ def delete_source(session: Session, source_id: uuid.UUID) -> None:
 
 def _refuse_write(session: Session, source_id: uuid.UUID, action: str) -> None:
     """A write matched no row: PermissionDenied if the user can see it, else NotFound."""
-    visible = session.execute(select(Source.id).where(Source.id == source_id)).first()
-    if visible is not None:
-        raise PermissionDenied(
-            f"permission denied: this user may read source {source_id} but not {action} it "
-            "(editor or owner role required)"
-        )
-    raise NotFound(f"source_id: {source_id} is not a source visible to this user")
+    refuse_source_write(session, source_id, f"{action} it")
 
 
 def list_sources(
@@ -226,6 +224,9 @@ def list_entries(
         after=after,
     )
     rows = list(session.execute(stmt).scalars())
+    if not rows and after is None:
+        # An empty first page: an empty catalog, or a source this user cannot see.
+        require_visible_source(session, source_id)
     items = [CatalogEntryRead.model_validate(row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
@@ -244,7 +245,8 @@ def catalog_counts(
 ) -> dict[uuid.UUID, dict[tuple[ArtifactType, CatalogStatus], int]]:
     """Path 4: entry counts by (artifact_type, status) per source, in one query.
 
-    None counts every source the user can see.
+    None counts every source the user can see; NotFound for a given id it cannot see
+    (a visible source without entries is absent from the result).
     """
     current_scope(session)
     for source_id in source_ids or ():
@@ -252,6 +254,9 @@ def catalog_counts(
     counts: dict[uuid.UUID, dict[tuple[ArtifactType, CatalogStatus], int]] = {}
     for source_id, kind, status, n in session.execute(paths.catalog_counts(source_ids)):
         counts.setdefault(source_id, {})[(ArtifactType(kind), CatalogStatus(status))] = n
+    require_visible_sources(
+        session, [i for i in dict.fromkeys(source_ids or ()) if i not in counts]
+    )
     return counts
 
 

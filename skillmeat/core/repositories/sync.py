@@ -17,7 +17,7 @@ from sqlalchemy.util import await_only
 
 from skillmeat.core.database.errors import translated_errors
 from skillmeat.core.database.tenant import current_scope
-from skillmeat.core.errors import PermissionDenied, ValidationFailed
+from skillmeat.core.errors import NotFound, PermissionDenied, ValidationFailed
 from skillmeat.core.models import (
     ArtifactType,
     CatalogStatus,
@@ -25,7 +25,7 @@ from skillmeat.core.models import (
     MarketplaceSource,
 )
 from skillmeat.core.repositories import query_paths as paths
-from skillmeat.core.repositories.common import check_id
+from skillmeat.core.repositories.common import check_id, refuse_source_write, require_visible_source
 from skillmeat.core.schemas.marketplace import DetectedArtifact, validate_artifacts
 
 Source = MarketplaceSource
@@ -54,36 +54,62 @@ def lock_source(session: Session, source_id: uuid.UUID) -> None:
         select(Source.id).where(Source.id == source_id).with_for_update(key_share=True)
     ).first()
     if locked is None:
-        raise PermissionDenied(
-            f"permission denied: source {source_id} does not exist or this user may not "
-            "write its catalog (editor or owner role required)"
-        )
+        refuse_source_write(session, source_id, "write its catalog")
 
 
-def mark_imported(session: Session, entry_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
+def mark_imported(
+    session: Session, entry_ids: Iterable[uuid.UUID], *, source_id: uuid.UUID | None = None
+) -> list[uuid.UUID]:
     """Record that the user imported these entries: imported_at now, the imported
-    version (the detected SHA), status unchanged.
+    version (the detected SHA), status unchanged. Returns the ids marked.
 
-    Entries the user may not write, and removed ones (gone upstream), are left
-    alone; the ids actually marked are returned.
+    NotFound for an id this user cannot see (with `source_id`: or that belongs to
+    another source); PermissionDenied when it may see but not write them (a viewer).
+    Removed entries (gone upstream) are left alone. Nothing is marked unless all
+    the ids pass.
     """
     current_scope(session)
+    if source_id is not None:
+        check_id("source_id", source_id)
     ids = [check_id("entry_ids", entry_id) for entry_id in dict.fromkeys(entry_ids)]
     if not ids:
+        if source_id is not None:
+            require_visible_source(session, source_id)
         return []
     with translated_errors():
+        owners: dict[uuid.UUID, uuid.UUID] = {
+            entry: source
+            for entry, source in session.execute(
+                select(Entry.id, Entry.source_id).where(Entry.id == paths.any_uuid(ids))
+            )
+        }
+        for entry_id in ids:
+            if entry_id not in owners:
+                raise NotFound(f"entry_ids: {entry_id} is not a catalog entry visible to this user")
+            if source_id is not None and owners[entry_id] != source_id:
+                raise NotFound(f"entry_ids: {entry_id} is not an entry of source {source_id}")
+        sources = sorted(set(owners.values()))
         # The sources first, at sync_catalog's strength and in id order: imports of
         # one source queue behind each other and behind a rescan. FOR SHARE let
         # them all in at once, and 8 concurrent imports of the same 500 ids then
-        # deadlocked on the entries in 4-6 of 40 calls.
-        session.execute(
-            select(Source.id)
-            .where(Source.id.in_(select(Entry.source_id).where(Entry.id == paths.any_uuid(ids))))
-            .order_by(Source.id)
-            .with_for_update(key_share=True)
-        ).all()
+        # deadlocked on the entries in 4-6 of 40 calls. Under RLS the lock needs the
+        # UPDATE policy: a source it does not return is one this user may only read.
+        locked = set(
+            session.execute(
+                select(Source.id)
+                .where(Source.id == paths.any_uuid(sources))
+                .order_by(Source.id)
+                .with_for_update(key_share=True)
+            ).scalars()
+        )
+        for source in sources:
+            if source not in locked:
+                raise PermissionDenied(
+                    f"permission denied: this user may read the entries of source {source} "
+                    "but not import them (editor or owner role required)"
+                )
         # Then the entries, in id order (the sort runs below the row locks).
-        locked = (
+        entries = (
             select(Entry.id)
             .where(Entry.id == paths.any_uuid(ids), Entry.status != CatalogStatus.REMOVED.value)
             .order_by(Entry.id)
@@ -91,7 +117,7 @@ def mark_imported(session: Session, entry_ids: Iterable[uuid.UUID]) -> list[uuid
         )
         marked = session.execute(
             update(Entry)
-            .where(Entry.id.in_(locked), Entry.status != CatalogStatus.REMOVED.value)
+            .where(Entry.id.in_(entries), Entry.status != CatalogStatus.REMOVED.value)
             .values(
                 imported_at=text("now()"),
                 imported_version_sha=Entry.detected_version_sha,
