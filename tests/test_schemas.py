@@ -884,6 +884,11 @@ class EntryRow:
     status: str
     imported_at: dt.datetime | None
     imported_version_sha: str | None
+    name: str
+    description: str | None
+    tags: list[str]
+    excluded_at: dt.datetime | None
+    excluded_reason: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -924,6 +929,11 @@ def test_read_models_are_built_from_row_attributes() -> None:
         status="updated",
         imported_at=None,
         imported_version_sha=None,
+        name="x",
+        description=None,
+        tags=["mcp"],
+        excluded_at=None,
+        excluded_reason=None,
         created_at=NOW,
         updated_at=NOW,
     )
@@ -938,6 +948,7 @@ def test_read_model_fields_match_the_orm_columns() -> None:
     from skillmeat.core.models.marketplace import MarketplaceCatalogEntry, MarketplaceSource
 
     assert set(SourceRead.model_fields) == set(MarketplaceSource.__table__.columns.keys())
+    # search_vector is the generated search document: never part of the read model
     assert set(CatalogEntryRead.model_fields) == set(
         MarketplaceCatalogEntry.__table__.columns.keys()
-    )
+    ) - {"search_vector"}

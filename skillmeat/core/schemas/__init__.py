@@ -3,6 +3,9 @@
 from skillmeat.core.schemas.marketplace import (
     CatalogEntryRead,
     DetectedArtifact,
+    ImportConflict,
+    ImportConflictMember,
+    SearchHit,
     SourceCreate,
     SourceRead,
     SourceUpdate,
@@ -14,9 +17,12 @@ from skillmeat.core.schemas.projects import MemberRead, ProjectCreate, ProjectRe
 __all__ = [
     "CatalogEntryRead",
     "DetectedArtifact",
+    "ImportConflict",
+    "ImportConflictMember",
     "MemberRead",
     "ProjectCreate",
     "ProjectRead",
+    "SearchHit",
     "SourceCreate",
     "SourceRead",
     "SourceUpdate",
