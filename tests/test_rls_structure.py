@@ -96,7 +96,8 @@ def test_security_definer_helpers_pin_search_path(connection: Connection) -> Non
         *SEARCH_FUNCTIONS,
     }
     for row in rows:
-        assert row.proconfig == ["search_path=pg_catalog, pg_temp"], row.proname
+        assert row.proconfig[0] == "search_path=pg_catalog, pg_temp", row.proname
+        assert row.proconfig[1:] in ([], ["enable_seqscan=off"]), row.proname
         if row.prosecdef:
             # plpgsql caches its plans; a non-inlined SQL function re-plans every call
             assert row.lanname == "plpgsql", row.proname
@@ -274,7 +275,7 @@ def test_search_role_has_no_members(connection: Connection) -> None:
 
 
 def test_search_role_reads_only_what_search_needs(connection: Connection) -> None:
-    columns = dict(
+    columns: dict[str, list[str]] = dict(
         connection.execute(
             text(
                 "SELECT table_name::text, array_agg(column_name::text ORDER BY column_name) "

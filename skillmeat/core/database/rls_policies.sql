@@ -352,6 +352,9 @@ CREATE FUNCTION skillmeat_private.search_core(
     RETURNS TABLE (entry_id uuid, score double precision)
     LANGUAGE plpgsql STABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
+    -- every statement here has an index path; the typo check's NOT EXISTS was planned
+    -- as a Seq Scan expecting an early hit, which a rare term never gives
+    SET enable_seqscan = off
 AS $$
 DECLARE
     cap constant integer := 1000;

@@ -158,8 +158,10 @@ def render_tsquery(parsed: ParsedQuery, stems: dict[str, str | None]) -> str:
             for i, p in enumerate(term.parts):
                 stem = stems.get(p)
                 last_prefix = prefix and i == len(term.parts) - 1
+                # a typed prefix also matches the stemmed descriptions by its stem
+                # ('kubernetes' is 'kubernet' there)
                 english.append(
-                    _lexeme(p, prefix=True) if last_prefix else (_lexeme(stem) if stem else None)
+                    _lexeme(stem or p, prefix=last_prefix) if stem or last_prefix else None
                 )
             forms = [_phrase(list(simple))]
             english_form = _phrase(english)
