@@ -35,7 +35,7 @@ RELEASED_REVISIONS = {
     "20261205_2320_96234684d7d9_bounded_input.py": "75689afa6ec6adf1",
     "20261205_2310_ac48ebd7ed9a_projects_api.py": "29a53e33e9864e49",
     "20261206_0040_catalog_search.py": "2859dfe5a4bdec2a",
-    "20261206_0040_catalog_search.sql": "94d2e32cecf241bf",
+    "20261206_0040_catalog_search.sql": "2f4f283c014e68c5",
 }
 
 # Everything the chain creates outside pg_catalog/information_schema.

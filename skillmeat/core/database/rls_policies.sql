@@ -373,33 +373,45 @@ BEGIN
     IF NOT p_include_excluded THEN
         filters := filters || ' AND e.excluded_at IS NULL';
     END IF;
-    IF p_fuzzy IS NOT NULL THEN
-        -- a one-word query: typos fall back to names within trigram similarity
-        EXECUTE 'SELECT NOT EXISTS (SELECT FROM public.marketplace_catalog_entries e WHERE '
-                || src || 'e.search_vector @@ $2' || filters || ')'
-           INTO fuzzy
-          USING visible, p_query, p_exact, p_prefix, p_pattern, p_fuzzy, p_types, p_statuses;
+    -- Full-text first; a one-word query with no full-text hit at all falls back to
+    -- names within trigram similarity (typos). Asked only when this page came back
+    -- empty, and then as a count (no LIMIT: an EXISTS was planned as a btree scan
+    -- filtering @@, expecting an early hit that a rare term never gives).
+    candidates := '(SELECT e.id FROM public.marketplace_catalog_entries e WHERE '
+                  || src || 'e.search_vector @@ $2' || filters || ' LIMIT ' || cap || ')';
+    IF p_pattern IS NOT NULL THEN
+        candidates := candidates || ' UNION (SELECT e.id FROM public.marketplace_catalog_entries e WHERE '
+                      || src || 'e.name ILIKE $5' || filters || ' LIMIT ' || cap || ')';
     END IF;
-    IF fuzzy THEN
-        candidates := 'SELECT e.id FROM public.marketplace_catalog_entries e WHERE '
-                      || src || 'e.name OPERATOR(public.%) $6' || filters || ' LIMIT ' || cap;
-        scored := 'public.similarity(e.name, $6)::double precision';
-    ELSE
-        candidates := '(SELECT e.id FROM public.marketplace_catalog_entries e WHERE '
-                      || src || 'e.search_vector @@ $2' || filters || ' LIMIT ' || cap || ')';
-        IF p_pattern IS NOT NULL THEN
-            candidates := candidates || ' UNION (SELECT e.id FROM public.marketplace_catalog_entries e WHERE '
-                          || src || 'e.name ILIKE $5' || filters || ' LIMIT ' || cap || ')';
-        END IF;
-        -- exact name 3+, name prefix 2+, then the rank (name A > tags B > description C),
-        -- normalized to [0, 1) (flag 32: rank / (rank + 1))
-        scored := '(CASE WHEN btrim(regexp_replace(lower(e.name), ''[^[:alnum:]]+'', '' '', ''g'')) = $3 THEN 3'
-                  || ' WHEN starts_with(btrim(regexp_replace(lower(e.name), ''[^[:alnum:]]+'', '' '', ''g'')), $4) THEN 2'
-                  || ' ELSE 0 END + ts_rank(''{0.05, 0.2, 0.5, 1.0}'', e.search_vector, $2, 32))::double precision';
-    END IF;
+    -- exact name 3+, name prefix 2+, then the rank (name A > tags B > description C),
+    -- normalized to [0, 1) (flag 32: rank / (rank + 1))
+    scored := '(CASE WHEN btrim(regexp_replace(lower(e.name), ''[^[:alnum:]]+'', '' '', ''g'')) = $3 THEN 3'
+              || ' WHEN starts_with(btrim(regexp_replace(lower(e.name), ''[^[:alnum:]]+'', '' '', ''g'')), $4) THEN 2'
+              || ' ELSE 0 END + ts_rank(''{0.05, 0.2, 0.5, 1.0}'', e.search_vector, $2, 32))::double precision';
     RETURN QUERY EXECUTE
         'SELECT s.id, s.score FROM (SELECT e.id, ' || scored || ' AS score FROM ('
         || candidates || ') c JOIN public.marketplace_catalog_entries e ON e.id = c.id) s'
+        || ' WHERE $9 IS NULL OR s.score < $9 OR (s.score = $9 AND s.id > $10)'
+        || ' ORDER BY s.score DESC, s.id LIMIT $11'
+      USING visible, p_query, p_exact, p_prefix, p_pattern, p_fuzzy, p_types, p_statuses,
+            p_after_score, p_after_id, least(greatest(p_limit, 1), 501);
+    IF FOUND OR p_fuzzy IS NULL THEN
+        RETURN;
+    END IF;
+    IF p_after_score IS NOT NULL THEN
+        EXECUTE 'SELECT count(*) = 0 FROM public.marketplace_catalog_entries e WHERE '
+                || src || 'e.search_vector @@ $2' || filters
+           INTO fuzzy
+          USING visible, p_query, p_exact, p_prefix, p_pattern, p_fuzzy, p_types, p_statuses;
+        IF NOT fuzzy THEN
+            RETURN;
+        END IF;
+    END IF;
+    RETURN QUERY EXECUTE
+        'SELECT s.id, s.score FROM (SELECT e.id, public.similarity(e.name, $6)::double precision AS score'
+        || ' FROM (SELECT e.id FROM public.marketplace_catalog_entries e WHERE '
+        || src || 'e.name OPERATOR(public.%) $6' || filters || ' LIMIT ' || cap || ') c'
+        || ' JOIN public.marketplace_catalog_entries e ON e.id = c.id) s'
         || ' WHERE $9 IS NULL OR s.score < $9 OR (s.score = $9 AND s.id > $10)'
         || ' ORDER BY s.score DESC, s.id LIMIT $11'
       USING visible, p_query, p_exact, p_prefix, p_pattern, p_fuzzy, p_types, p_statuses,
