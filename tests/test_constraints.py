@@ -159,6 +159,15 @@ BOUNDS = {
         "ck_marketplace_catalog_entries_detected_version_sha_clean": "detected_version_sha",
         "ck_marketplace_catalog_entries_imported_version_sha_length": "imported_version_sha",
         "ck_marketplace_catalog_entries_imported_version_sha_clean": "imported_version_sha",
+        # Catalog content and exclusions (revision 3f9c1d2e8b70).
+        "ck_marketplace_catalog_entries_name_not_blank": "name",
+        "ck_marketplace_catalog_entries_name_length": "name",
+        "ck_marketplace_catalog_entries_name_clean": "name",
+        "ck_marketplace_catalog_entries_description_length": "description",
+        "ck_marketplace_catalog_entries_description_clean": "description",
+        "ck_marketplace_catalog_entries_tags_size": "tags",
+        "ck_marketplace_catalog_entries_excluded_with_reason": "excluded_reason",
+        "ck_marketplace_catalog_entries_excluded_reason_length": "excluded_reason",
     },
 }
 
@@ -356,6 +365,8 @@ NOT_NULL = {
         "detected_at",
         "confidence_score",
         "status",
+        # name is NOT NULL too, but a NULL is named from the path by a trigger
+        "tags",
         "created_at",
         "updated_at",
     ],
@@ -553,6 +564,7 @@ TIMESTAMP_COLUMNS = {
     ("marketplace_catalog_entries", "updated_at"),
     ("marketplace_catalog_entries", "detected_at"),
     ("marketplace_catalog_entries", "imported_at"),
+    ("marketplace_catalog_entries", "excluded_at"),
 }
 
 

@@ -295,3 +295,27 @@ def test_bench_sync_prints_every_scenario_and_target(
         assert label in out
     assert "pg_walinspect" in out  # the tests connect as a superuser
     assert out.count("met ") + out.count("MISSED ") == 5
+
+
+def test_a_content_change_rewrites_only_that_row_and_keeps_the_status(
+    session: Session, world: World
+) -> None:
+    ed, src = world.a.members["editor"], world.a.source
+    scan = catalog(20)
+    sync(session, ed, src, scan)
+    import_all(session, ed, src)
+    before = versions(session, src)
+    scan[3] = scan[3].model_copy(update={"description": "Now with a description"})
+    scan[5] = scan[5].model_copy(update={"tags": ["python"]})
+    result = sync(session, ed, src, scan)
+    assert rewritten(before, versions(session, src)) == {"skills/s003", "skills/s005"}
+    # the status rules look only at the version SHA (changed counts status/SHA changes)
+    assert (row(session, src, "skills/s003").status, result.changed) == ("unchanged", 0)
+    desc = session.execute(
+        text(
+            "SELECT description FROM marketplace_catalog_entries "
+            "WHERE source_id = :s AND detected_path = 'skills/s003'"
+        ),
+        {"s": src},
+    ).scalar_one()
+    assert desc == "Now with a description"

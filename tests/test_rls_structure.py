@@ -18,6 +18,8 @@ TABLES = [
 ]
 COMMANDS = ["SELECT", "INSERT", "UPDATE", "DELETE"]
 ROOT = Path(__file__).resolve().parents[1]
+SEARCH_ROLE = "skillmeat_search"
+SEARCH_FUNCTIONS = {"search_core", "search_catalog", "search_catalog_admin"}
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -76,7 +78,13 @@ def test_policies_name_their_roles_and_update_checks_both_sides(
 ) -> None:
     for name, cmd, roles, qual, with_check in _policies(connection, table):
         assert "public" not in roles, f"{name} applies to PUBLIC"
-        assert set(roles) <= {APP_ROLE, ADMIN_ROLE, WORKER_ROLE, "skillmeat_definer"}, name
+        assert set(roles) <= {
+            APP_ROLE,
+            ADMIN_ROLE,
+            WORKER_ROLE,
+            "skillmeat_definer",
+            SEARCH_ROLE,
+        }, name
         if cmd == "UPDATE":
             assert qual and with_check, f"{name} needs USING and WITH CHECK"
 
@@ -95,13 +103,20 @@ def test_security_definer_helpers_pin_search_path(connection: Connection) -> Non
         "member_project_ids",
         "member_source_ids",
         "project_keeps_an_owner",
+        "catalog_search_vector",
+        "catalog_entry_default_name",
+        *SEARCH_FUNCTIONS,
     }
     for row in rows:
-        assert row.proconfig == ["search_path=pg_catalog, pg_temp"], row.proname
+        assert row.proconfig[0] == "search_path=pg_catalog, pg_temp", row.proname
+        assert row.proconfig[1:] in ([], ["enable_seqscan=off"]), row.proname
         if row.prosecdef:
             # plpgsql caches its plans; a non-inlined SQL function re-plans every call
             assert row.lanname == "plpgsql", row.proname
-            assert row.rolname == "skillmeat_definer", row.proname
+            owner = SEARCH_ROLE if row.proname in SEARCH_FUNCTIONS else "skillmeat_definer"
+            assert row.rolname == owner, row.proname
+        if row.proname in SEARCH_FUNCTIONS:
+            assert row.rolname == SEARCH_ROLE, row.proname
     executable: dict[str, list[str]] = dict(
         connection.execute(
             text(
@@ -118,11 +133,19 @@ def test_security_definer_helpers_pin_search_path(connection: Connection) -> Non
         # only says whether the transaction's own proof verifies (tenant_scope asks it)
         "current_user_id": ["PUBLIC"],
         "member_project_ids": [APP_ROLE],
-        "member_source_ids": [APP_ROLE],
+        "member_source_ids": [APP_ROLE, SEARCH_ROLE],
+        # pure functions of their arguments (the generated column, the default name)
+        "catalog_search_vector": ["PUBLIC"],
+        "catalog_entry_default_name": ["PUBLIC"],
+        # search_core: its owner only (it trusts the sources it is given)
+        "search_catalog": [APP_ROLE],
+        "search_catalog_admin": [ADMIN_ROLE],
     }
 
 
-@pytest.mark.parametrize("role", [APP_ROLE, ADMIN_ROLE, WORKER_ROLE, "skillmeat_definer"])
+@pytest.mark.parametrize(
+    "role", [APP_ROLE, ADMIN_ROLE, WORKER_ROLE, "skillmeat_definer", SEARCH_ROLE]
+)
 def test_roles_are_plain_and_own_nothing(connection: Connection, role: str) -> None:
     attrs = connection.execute(
         text("SELECT rolsuper, rolbypassrls, rolcanlogin FROM pg_roles WHERE rolname = :r"),
@@ -133,7 +156,7 @@ def test_roles_are_plain_and_own_nothing(connection: Connection, role: str) -> N
         text(
             "SELECT count(*) FROM ("
             " SELECT relowner AS o FROM pg_class UNION ALL SELECT proowner FROM pg_proc"
-            "  WHERE proowner <> 0 AND :r <> 'skillmeat_definer'"
+            "  WHERE proowner <> 0 AND :r NOT IN ('skillmeat_definer', 'skillmeat_search')"
             " UNION ALL SELECT nspowner FROM pg_namespace UNION ALL SELECT typowner FROM pg_type"
             ") x WHERE o = (SELECT oid FROM pg_roles WHERE rolname = :r)"
         ),
@@ -290,3 +313,46 @@ def test_worker_columns_on_sources(connection: Connection) -> None:
                 text("SELECT has_column_privilege(:r, :t, 'id', :c)"),
                 {"r": WORKER_ROLE, "t": f"public.{table}", "c": command},
             ).scalar_one(), (table, command)
+
+
+def test_search_role_has_no_members(connection: Connection) -> None:
+    """A member of skillmeat_search could SET ROLE to it and read every catalog entry
+    (its policy is USING (true)): it must have none, nor log in or bypass RLS."""
+    members = connection.execute(
+        text(
+            "SELECT array_agg(m.member::regrole::text) FROM pg_auth_members m "
+            "WHERE m.roleid = CAST(:r AS regrole)"
+        ),
+        {"r": SEARCH_ROLE},
+    ).scalar_one()
+    assert members is None
+    attrs = connection.execute(
+        text(
+            "SELECT rolsuper, rolbypassrls, rolcanlogin, rolinherit FROM pg_roles "
+            "WHERE rolname = :r"
+        ),
+        {"r": SEARCH_ROLE},
+    ).one()
+    assert tuple(attrs) == (False, False, False, False)
+
+
+def test_search_role_reads_only_what_search_needs(connection: Connection) -> None:
+    columns: dict[str, list[str]] = dict(
+        connection.execute(
+            text(
+                "SELECT table_name::text, array_agg(column_name::text ORDER BY column_name) "
+                "FROM information_schema.column_privileges WHERE grantee = :r "
+                "AND privilege_type = 'SELECT' GROUP BY 1"
+            ),
+            {"r": SEARCH_ROLE},
+        ).all()
+    )
+    assert columns == {
+        "marketplace_sources": ["id", "project_id"],
+        "marketplace_catalog_entries": sorted(
+            ["artifact_type", "excluded_at", "id", "name", "search_vector", "source_id", "status"]
+        ),
+    }
+    for table in TABLES:
+        for command in ("INSERT", "UPDATE", "DELETE"):
+            assert not _may(connection, SEARCH_ROLE, table, command), (table, command)

@@ -884,6 +884,11 @@ class EntryRow:
     status: str
     imported_at: dt.datetime | None
     imported_version_sha: str | None
+    name: str
+    description: str | None
+    tags: list[str]
+    excluded_at: dt.datetime | None
+    excluded_reason: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -924,6 +929,11 @@ def test_read_models_are_built_from_row_attributes() -> None:
         status="updated",
         imported_at=None,
         imported_version_sha=None,
+        name="x",
+        description=None,
+        tags=["mcp"],
+        excluded_at=None,
+        excluded_reason=None,
         created_at=NOW,
         updated_at=NOW,
     )
@@ -948,6 +958,7 @@ def test_read_model_fields_match_the_orm_columns() -> None:
     assert set(ScanRead.model_fields) == set(MarketplaceScan.__mapper__.columns.keys()) - {
         "lease_token"
     }
+    # search_vector is the generated search document: never part of the read model
     assert set(CatalogEntryRead.model_fields) == set(
         MarketplaceCatalogEntry.__table__.columns.keys()
-    )
+    ) - {"search_vector"}

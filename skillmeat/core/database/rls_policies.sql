@@ -280,10 +280,12 @@ CREATE POLICY marketplace_sources_definer_select ON public.marketplace_sources F
 ALTER TABLE public.marketplace_catalog_entries ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.marketplace_catalog_entries FORCE ROW LEVEL SECURITY;
 GRANT SELECT, DELETE ON public.marketplace_catalog_entries TO skillmeat_app, skillmeat_admin;
+-- name, description, tags: written by a rescan; excluded_*: by exclude/restore.
 GRANT INSERT (source_id, artifact_type, detected_path, upstream_url, detected_version_sha,
-              confidence_score, detected_at, status),
+              confidence_score, detected_at, status, name, description, tags),
       UPDATE (upstream_url, detected_version_sha, confidence_score, detected_at, status,
-              imported_at, imported_version_sha)
+              imported_at, imported_version_sha, name, description, tags,
+              excluded_at, excluded_reason)
    ON public.marketplace_catalog_entries TO skillmeat_app, skillmeat_admin;
 
 CREATE POLICY marketplace_catalog_entries_app_select ON public.marketplace_catalog_entries FOR SELECT TO skillmeat_app
@@ -353,11 +355,215 @@ CREATE POLICY marketplace_sources_worker_update ON public.marketplace_sources FO
 -- (imported_at, imported_version_sha are the user's) and never a DELETE
 -- (a rescan marks entries removed).
 GRANT SELECT (id, source_id, artifact_type, detected_path, upstream_url, detected_version_sha,
-              confidence_score, detected_at, status, imported_at, imported_version_sha),
+              confidence_score, detected_at, status, imported_at, imported_version_sha,
+              name, description, tags),
       INSERT (source_id, artifact_type, detected_path, upstream_url, detected_version_sha,
-              confidence_score, detected_at, status),
-      UPDATE (upstream_url, detected_version_sha, confidence_score, detected_at, status)
+              confidence_score, detected_at, status, name, description, tags),
+      UPDATE (upstream_url, detected_version_sha, confidence_score, detected_at, status,
+              name, description, tags)
    ON public.marketplace_catalog_entries TO skillmeat_worker;
 CREATE POLICY marketplace_catalog_entries_worker_select ON public.marketplace_catalog_entries FOR SELECT TO skillmeat_worker USING (true);
 CREATE POLICY marketplace_catalog_entries_worker_insert ON public.marketplace_catalog_entries FOR INSERT TO skillmeat_worker WITH CHECK (true);
 CREATE POLICY marketplace_catalog_entries_worker_update ON public.marketplace_catalog_entries FOR UPDATE TO skillmeat_worker USING (true) WITH CHECK (true);
+
+-- ---------------------------------------------------------------- search
+-- Catalog search runs inside SECURITY DEFINER functions owned by skillmeat_search,
+-- a NOLOGIN role with no members. Why: under RLS, `@@`, `%` and ILIKE are not
+-- LEAKPROOF, so a member's text predicate could only be a filter after the policy's
+-- `source_id = ANY (...)` (197-659 ms for a member seeing 272,000 entries). The
+-- definer applies the same tenant filter itself, taken from the verified identity
+-- (member_source_ids('viewer')), never from the caller, so `(source_id, search_vector)`
+-- is one GIN index condition. Membership in skillmeat_search would read every row:
+-- it must have none (the revision refuses to apply otherwise; a test checks it).
+DO $search_role$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'skillmeat_search') THEN
+        BEGIN
+            CREATE ROLE skillmeat_search NOLOGIN NOINHERIT;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles
+               WHERE rolname = 'skillmeat_search' AND (rolsuper OR rolbypassrls OR rolcanlogin)) THEN
+        RAISE EXCEPTION 'role skillmeat_search exists with SUPERUSER, BYPASSRLS or LOGIN'
+            USING HINT = 'ALTER ROLE skillmeat_search NOSUPERUSER NOBYPASSRLS NOLOGIN';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
+               WHERE r.rolname = 'skillmeat_search') THEN
+        RAISE EXCEPTION 'role skillmeat_search has members: each of them could read every catalog entry'
+            USING HINT = 'REVOKE skillmeat_search FROM <each member>';
+    END IF;
+END
+$search_role$;
+
+-- What search reads, column by column, and a policy that lets it read every row:
+-- the tenant filter is the functions' own WHERE.
+GRANT SELECT (id, project_id) ON public.marketplace_sources TO skillmeat_search;
+CREATE POLICY marketplace_sources_search_select ON public.marketplace_sources FOR SELECT TO skillmeat_search USING (true);
+GRANT SELECT (id, source_id, artifact_type, status, name, search_vector, excluded_at)
+   ON public.marketplace_catalog_entries TO skillmeat_search;
+CREATE POLICY marketplace_catalog_entries_search_select ON public.marketplace_catalog_entries FOR SELECT TO skillmeat_search USING (true);
+GRANT EXECUTE ON FUNCTION skillmeat_private.member_source_ids(text) TO skillmeat_search;
+
+-- The query both entry points run: (entry id, score) of one page, best first.
+-- visible: the sources to search (NULL: all, for the admin entry point only).
+-- Candidates are bounded: at most 1,000 full-text matches and 1,000 name-prefix
+-- matches are ranked (ranking all 35,000 matches of a common term took 138-224 ms).
+-- Not SECURITY DEFINER and executable by its owner only: it trusts `visible`.
+-- Dynamic SQL built from constant fragments (values only through USING), so each
+-- call is planned with its own arrays and the source filter is an index condition.
+CREATE FUNCTION skillmeat_private.search_core(
+    visible uuid[], p_query tsquery, p_exact text, p_prefix text, p_pattern text,
+    p_fuzzy text, p_types text[], p_statuses text[], p_include_excluded boolean,
+    p_after_score double precision, p_after_id uuid, p_limit integer)
+    RETURNS TABLE (entry_id uuid, score double precision)
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    -- every statement here has an index path; the typo check's NOT EXISTS was planned
+    -- as a Seq Scan expecting an early hit, which a rare term never gives
+    SET enable_seqscan = off
+AS $$
+DECLARE
+    cap constant integer := 1000;
+    src text := CASE WHEN visible IS NULL THEN '' ELSE 'e.source_id = ANY ($1) AND ' END;
+    filters text := '';
+    fuzzy boolean := false;
+    candidates text;
+    scored text;
+BEGIN
+    IF p_types IS NOT NULL THEN
+        filters := filters || ' AND e.artifact_type = ANY ($7)';
+    END IF;
+    IF p_statuses IS NOT NULL THEN
+        filters := filters || ' AND e.status = ANY ($8)';
+    END IF;
+    IF NOT p_include_excluded THEN
+        filters := filters || ' AND e.excluded_at IS NULL';
+    END IF;
+    -- Full-text first; a one-word query with no full-text hit at all falls back to
+    -- names within trigram similarity (typos). Asked only when this page came back
+    -- empty, and then as a count (no LIMIT: an EXISTS was planned as a btree scan
+    -- filtering @@, expecting an early hit that a rare term never gives).
+    candidates := '(SELECT e.id FROM public.marketplace_catalog_entries e WHERE '
+                  || src || 'e.search_vector @@ $2' || filters || ' LIMIT ' || cap || ')';
+    IF p_pattern IS NOT NULL THEN
+        candidates := candidates || ' UNION (SELECT e.id FROM public.marketplace_catalog_entries e WHERE '
+                      || src || 'e.name ILIKE $5' || filters || ' LIMIT ' || cap || ')';
+    END IF;
+    -- exact name 3+, name prefix 2+, then the rank (name A > tags B > description C),
+    -- normalized to [0, 1) (flag 32: rank / (rank + 1))
+    scored := '(CASE WHEN btrim(regexp_replace(lower(e.name), ''[^[:alnum:]]+'', '' '', ''g'')) = $3 THEN 3'
+              || ' WHEN starts_with(btrim(regexp_replace(lower(e.name), ''[^[:alnum:]]+'', '' '', ''g'')), $4) THEN 2'
+              || ' ELSE 0 END + ts_rank(''{0.05, 0.2, 0.5, 1.0}'', e.search_vector, $2, 32))::double precision';
+    RETURN QUERY EXECUTE
+        'SELECT s.id, s.score FROM (SELECT e.id, ' || scored || ' AS score FROM ('
+        || candidates || ') c JOIN public.marketplace_catalog_entries e ON e.id = c.id) s'
+        || ' WHERE $9 IS NULL OR s.score < $9 OR (s.score = $9 AND s.id > $10)'
+        || ' ORDER BY s.score DESC, s.id LIMIT $11'
+      USING visible, p_query, p_exact, p_prefix, p_pattern, p_fuzzy, p_types, p_statuses,
+            p_after_score, p_after_id, least(greatest(p_limit, 1), 501);
+    IF FOUND OR p_fuzzy IS NULL THEN
+        RETURN;
+    END IF;
+    IF p_after_score IS NOT NULL THEN
+        EXECUTE 'SELECT count(*) = 0 FROM public.marketplace_catalog_entries e WHERE '
+                || src || 'e.search_vector @@ $2' || filters
+           INTO fuzzy
+          USING visible, p_query, p_exact, p_prefix, p_pattern, p_fuzzy, p_types, p_statuses;
+        IF NOT fuzzy THEN
+            RETURN;
+        END IF;
+    END IF;
+    RETURN QUERY EXECUTE
+        'SELECT s.id, s.score FROM (SELECT e.id, public.similarity(e.name, $6)::double precision AS score'
+        || ' FROM (SELECT e.id FROM public.marketplace_catalog_entries e WHERE '
+        || src || 'e.name OPERATOR(public.%) $6' || filters || ' LIMIT ' || cap || ') c'
+        || ' JOIN public.marketplace_catalog_entries e ON e.id = c.id) s'
+        || ' WHERE $9 IS NULL OR s.score < $9 OR (s.score = $9 AND s.id > $10)'
+        || ' ORDER BY s.score DESC, s.id LIMIT $11'
+      USING visible, p_query, p_exact, p_prefix, p_pattern, p_fuzzy, p_types, p_statuses,
+            p_after_score, p_after_id, least(greatest(p_limit, 1), 501);
+END
+$$;
+
+-- A member's search: the sources are those member_source_ids('viewer') returns for
+-- the verified identity (a forged or absent proof: none), narrowed by the caller's
+-- project or sources, never widened.
+CREATE FUNCTION skillmeat_private.search_catalog(
+    p_query tsquery, p_exact text, p_prefix text, p_pattern text, p_fuzzy text,
+    p_project uuid, p_sources uuid[], p_types text[], p_statuses text[],
+    p_include_excluded boolean, p_after_score double precision, p_after_id uuid,
+    p_limit integer)
+    RETURNS TABLE (entry_id uuid, score double precision)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    visible uuid[] := coalesce(skillmeat_private.member_source_ids('viewer'), '{}');
+BEGIN
+    IF p_sources IS NOT NULL THEN
+        visible := ARRAY(SELECT unnest(visible) INTERSECT SELECT unnest(p_sources));
+    END IF;
+    IF p_project IS NOT NULL THEN
+        visible := ARRAY(SELECT s.id FROM public.marketplace_sources s
+                          WHERE s.id = ANY (visible) AND s.project_id = p_project);
+    END IF;
+    IF cardinality(visible) = 0 THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT c.entry_id, c.score FROM skillmeat_private.search_core(
+        visible, p_query, p_exact, p_prefix, p_pattern, p_fuzzy, p_types, p_statuses,
+        p_include_excluded, p_after_score, p_after_id, p_limit) c;
+END
+$$;
+
+-- The admin's search: every source, unless the caller narrows it. A function of its
+-- own, executable by skillmeat_admin only: inside a SECURITY DEFINER function
+-- current_user is the owner, so the caller's role is decided by the EXECUTE grant.
+CREATE FUNCTION skillmeat_private.search_catalog_admin(
+    p_query tsquery, p_exact text, p_prefix text, p_pattern text, p_fuzzy text,
+    p_project uuid, p_sources uuid[], p_types text[], p_statuses text[],
+    p_include_excluded boolean, p_after_score double precision, p_after_id uuid,
+    p_limit integer)
+    RETURNS TABLE (entry_id uuid, score double precision)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    visible uuid[] := p_sources;
+BEGIN
+    IF p_project IS NOT NULL THEN
+        visible := ARRAY(SELECT s.id FROM public.marketplace_sources s
+                          WHERE s.project_id = p_project AND (visible IS NULL OR s.id = ANY (visible)));
+    END IF;
+    RETURN QUERY SELECT c.entry_id, c.score FROM skillmeat_private.search_core(
+        visible, p_query, p_exact, p_prefix, p_pattern, p_fuzzy, p_types, p_statuses,
+        p_include_excluded, p_after_score, p_after_id, p_limit) c;
+END
+$$;
+
+-- Ownership moves to skillmeat_search; a migrating non-superuser is a member only for
+-- these statements (the role must end with no members).
+DO $search_owner$
+DECLARE
+    lent boolean := NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user);
+BEGIN
+    GRANT CREATE ON SCHEMA skillmeat_private TO skillmeat_search;
+    IF lent THEN
+        EXECUTE format('GRANT skillmeat_search TO %I', current_user);
+    END IF;
+    ALTER FUNCTION skillmeat_private.search_core(uuid[], tsquery, text, text, text, text, text[], text[], boolean, double precision, uuid, integer) OWNER TO skillmeat_search;
+    ALTER FUNCTION skillmeat_private.search_catalog(tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) OWNER TO skillmeat_search;
+    ALTER FUNCTION skillmeat_private.search_catalog_admin(tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) OWNER TO skillmeat_search;
+    IF lent THEN
+        EXECUTE format('REVOKE skillmeat_search FROM %I', current_user);
+    END IF;
+    REVOKE CREATE ON SCHEMA skillmeat_private FROM skillmeat_search;
+END
+$search_owner$;
+REVOKE ALL ON FUNCTION skillmeat_private.search_core(uuid[], tsquery, text, text, text, text, text[], text[], boolean, double precision, uuid, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION skillmeat_private.search_catalog(tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION skillmeat_private.search_catalog_admin(tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION skillmeat_private.search_catalog(tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) TO skillmeat_app;
+GRANT EXECUTE ON FUNCTION skillmeat_private.search_catalog_admin(tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) TO skillmeat_admin;

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import (
     CheckConstraint,
+    Computed,
     Double,
     ForeignKey,
     Index,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from skillmeat.core.models.base import (
@@ -62,6 +64,12 @@ def clean_text_check(column: str, *, path: bool = False) -> CheckConstraint:
     return CheckConstraint(
         f"{column} !~ '{regex}' AND {column} IS NFC NORMALIZED", name=f"{column}_clean"
     )
+
+
+# The search document of an entry (revision 20261206_0040): weights A name, B tags,
+# C description; names and tags in 'simple' (unstemmed) and 'english', descriptions in
+# 'english'. An IMMUTABLE SQL function because array_to_string() is only STABLE.
+SEARCH_VECTOR_SQL = "skillmeat_private.catalog_search_vector(name, description, tags)"
 
 
 def max_chars(column: str, limit: int) -> CheckConstraint:
@@ -156,6 +164,28 @@ class MarketplaceCatalogEntry(UUIDPrimaryKeyMixin, TimestampMixin, Base):
             "AND confidence_score::numeric = round(confidence_score::numeric, 2)",
             name="confidence_score_range",
         ),
+        # Catalog content (revision 20261206_0040).
+        not_blank("name", "name_not_blank"),
+        max_chars("name", 200),
+        clean_text_check("name"),
+        max_chars("description", 2000),
+        clean_text_check("description"),
+        CheckConstraint("cardinality(tags) <= 20", name="tags_size"),
+        CheckConstraint(
+            "(excluded_at IS NULL) = (excluded_reason IS NULL)", name="excluded_with_reason"
+        ),
+        max_chars("excluded_reason", 500),
+        # Search (skillmeat_private.search_catalog*): btree_gin lets the tenant filter and
+        # the text predicate be index conditions of one GIN scan.
+        Index(None, "source_id", "search_vector", postgresql_using="gin"),
+        # Name prefixes (ILIKE 'pyth%') and typos (name % 'pyhton-pro') by trigrams.
+        Index(
+            None,
+            "source_id",
+            "name",
+            postgresql_using="gin",
+            postgresql_ops={"name": "gin_trgm_ops"},
+        ),
         Index(None, "source_id", "status"),
         # id completes the keyset (confidence_score DESC, id DESC) of path 3.
         Index(None, "source_id", "confidence_score", "id"),
@@ -189,5 +219,16 @@ class MarketplaceCatalogEntry(UUIDPrimaryKeyMixin, TimestampMixin, Base):
     # The version the user imported: a rescan compares against it, so an entry that
     # went away and came back changed is still "updated".
     imported_version_sha: Mapped[str | None] = mapped_column(Text)
+    # Catalog content, refreshed by every rescan (a change rewrites the row).
+    name: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'::text[]"))
+    # Hidden from listings, counts and search; a rescan never clears it.
+    excluded_at: Mapped[dt.datetime | None]
+    excluded_reason: Mapped[str | None] = mapped_column(Text)
+    # Generated; deferred so that reading an entry never ships its search document.
+    search_vector: Mapped[Any] = mapped_column(
+        TSVECTOR, Computed(SEARCH_VECTOR_SQL, persisted=True), deferred=True
+    )
 
     source: Mapped[MarketplaceSource] = relationship(back_populates="entries")

@@ -1,7 +1,9 @@
-"""Input checks shared by the repository modules (refused before any SQL runs)."""
+"""Input checks and the page type shared by the repository modules."""
 
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Generic, NoReturn, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -45,7 +47,7 @@ def require_visible_sources(session: Session, source_ids: list[uuid.UUID]) -> No
             raise source_not_found(source_id)
 
 
-def refuse_source_write(session: Session, source_id: uuid.UUID, action: str) -> None:
+def refuse_source_write(session: Session, source_id: uuid.UUID, action: str) -> NoReturn:
     """A write matched no row: PermissionDenied if the scope can see the source, else
     NotFound. Always raises."""
     require_visible_source(session, source_id)
@@ -53,3 +55,38 @@ def refuse_source_write(session: Session, source_id: uuid.UUID, action: str) -> 
         f"permission denied: this user may read source {source_id} but not {action} "
         "(editor or owner role required)"
     )
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a keyset-paginated listing; pass next_cursor back for the next one."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+MAX_PAGE = 500  # query_paths.MAX_PAGE: the largest page any listing returns
+
+
+def check_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise ValidationFailed(
+            "limit", limit, f"{limit!r} is not allowed (an int, 1 to {MAX_PAGE})"
+        )
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValidationFailed("limit", limit, f"{limit!r} is not allowed (1 to {MAX_PAGE})")
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def enum_value(field: str, value: Any, enum_cls: type[E]) -> E:
+    """A member of enum_cls, or ValidationFailed listing the allowed values."""
+    try:
+        return enum_cls(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum_cls)
+        raise ValidationFailed(field, value, f"{value!r} is not allowed ({allowed})") from None

@@ -9,8 +9,7 @@ import datetime as dt
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from sqlalchemy import delete, insert, update
 from sqlalchemy.orm import Session
@@ -31,8 +30,14 @@ from skillmeat.core.models import (
     MarketplaceSource,
 )
 from skillmeat.core.repositories import query_paths as paths
+from skillmeat.core.repositories.catalog import exclude_entries as exclude_entries
+from skillmeat.core.repositories.catalog import import_conflicts as import_conflicts
+from skillmeat.core.repositories.catalog import restore_entries as restore_entries
+from skillmeat.core.repositories.common import Page as Page
 from skillmeat.core.repositories.common import check_id as _check_id
 from skillmeat.core.repositories.common import (
+    check_limit,
+    enum_value,
     refuse_source_write,
     require_visible_source,
     require_visible_sources,
@@ -52,19 +57,10 @@ from skillmeat.core.schemas.marketplace import (
     SourceUpdate,
 )
 
-T = TypeVar("T")
 Source = MarketplaceSource
 Entry = MarketplaceCatalogEntry
 MAX_ERROR_LENGTH = 10_000
 DUPLICATE_REPO_CONSTRAINT = "uq_marketplace_sources_project_id_lower_repo_url"
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    """One page of a keyset-paginated listing; pass next_cursor back for the next one."""
-
-    items: list[T]
-    next_cursor: str | None
 
 
 # --- sources ------------------------------------------------------------------------
@@ -197,8 +193,11 @@ def list_entries(
     sort: EntrySort | str = EntrySort.PATH,
     limit: int = 50,
     cursor: str | None = None,
+    include_excluded: bool = False,
 ) -> Page[CatalogEntryRead]:
     """Paths 1-3: a page of a source's catalog, filtered, sorted and paged in SQL.
+
+    Excluded entries are left out unless include_excluded=True.
 
     The cursor is keyset-based (sort key, then id), so rows inserted between two
     pages are neither lost nor repeated.
@@ -222,6 +221,7 @@ def list_entries(
         sort=sort_key,
         limit=limit,
         after=after,
+        include_excluded=include_excluded,
     )
     rows = list(session.execute(stmt).scalars())
     if not rows and after is None:
@@ -241,18 +241,24 @@ def list_entries(
 
 
 def catalog_counts(
-    session: Session, source_ids: Sequence[uuid.UUID] | None = None
+    session: Session,
+    source_ids: Sequence[uuid.UUID] | None = None,
+    *,
+    include_excluded: bool = False,
 ) -> dict[uuid.UUID, dict[tuple[ArtifactType, CatalogStatus], int]]:
     """Path 4: entry counts by (artifact_type, status) per source, in one query.
 
     None counts every source the user can see; NotFound for a given id it cannot see
-    (a visible source without entries is absent from the result).
+    (a visible source without entries is absent from the result); excluded entries
+    only with include_excluded=True.
     """
     current_scope(session)
     for source_id in source_ids or ():
         _check_id("source_ids", source_id)
     counts: dict[uuid.UUID, dict[tuple[ArtifactType, CatalogStatus], int]] = {}
-    for source_id, kind, status, n in session.execute(paths.catalog_counts(source_ids)):
+    for source_id, kind, status, n in session.execute(
+        paths.catalog_counts(source_ids, include_excluded=include_excluded)
+    ):
         counts.setdefault(source_id, {})[(ArtifactType(kind), CatalogStatus(status))] = n
     require_visible_sources(
         session, [i for i in dict.fromkeys(source_ids or ()) if i not in counts]
@@ -287,21 +293,5 @@ def record_sync_failure(session: Session, source_id: uuid.UUID, message: str) ->
 # --- helpers ------------------------------------------------------------------------
 
 
-def _check_limit(limit: int) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise ValidationFailed(
-            "limit", limit, f"{limit!r} is not allowed (an int, 1 to {paths.MAX_PAGE})"
-        )
-    if not 1 <= limit <= paths.MAX_PAGE:
-        raise ValidationFailed("limit", limit, f"{limit!r} is not allowed (1 to {paths.MAX_PAGE})")
-
-
-E = TypeVar("E", ArtifactType, CatalogStatus, EntrySort)
-
-
-def _enum(field: str, value: Any, enum_cls: type[E]) -> E:
-    try:
-        return enum_cls(value)
-    except ValueError:
-        allowed = ", ".join(m.value for m in enum_cls)
-        raise ValidationFailed(field, value, f"{value!r} is not allowed ({allowed})") from None
+_check_limit = check_limit
+_enum = enum_value

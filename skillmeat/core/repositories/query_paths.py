@@ -101,7 +101,7 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, uuid.UUID]:
             key = dt.datetime.fromisoformat(key)
         elif sort == "last_sync":
             key = None if key is None else dt.datetime.fromisoformat(key)
-        elif sort == EntrySort.CONFIDENCE:
+        elif sort in (EntrySort.CONFIDENCE, "search"):
             key = float(key)
         if isinstance(key, float) and not math.isfinite(key):
             raise ValueError("confidence key must be finite")
@@ -135,6 +135,7 @@ def entries_page(
     sort: EntrySort = EntrySort.PATH,
     limit: int = 50,
     after: tuple[Any, uuid.UUID] | None = None,
+    include_excluded: bool = False,
 ) -> AnySelect:
     """Paths 1-3: a page of a source's entries, filtered, sorted and paged in SQL.
 
@@ -142,6 +143,8 @@ def entries_page(
     """
     column, descending = _SORT_KEYS[sort]
     where: list[ColumnElement[bool]] = [Entry.source_id == source_id]
+    if not include_excluded:
+        where.append(not_excluded())
     if artifact_types:
         where.append(_in(Entry.artifact_type, [t.value for t in artifact_types]))
     if statuses:
@@ -182,11 +185,24 @@ def _in(column: Any, values: list[str]) -> ColumnElement[bool]:
     return column.in_(bindparam(None, values, expanding=True, literal_execute=True))  # type: ignore[no-any-return]
 
 
-def catalog_counts(source_ids: Sequence[uuid.UUID] | None = None) -> AnySelect:
+def not_excluded() -> ColumnElement[bool]:
+    """Excluded entries are hidden from listings, counts and search by default.
+
+    IS NULL is a null test, not an operator call: RLS never has to order it after the
+    policy, and rows are few (an exclusion is a user's decision, one entry at a time).
+    """
+    return Entry.excluded_at.is_(None)
+
+
+def catalog_counts(
+    source_ids: Sequence[uuid.UUID] | None = None, *, include_excluded: bool = False
+) -> AnySelect:
     """Path 4: entry counts by (source, artifact_type, status); all visible sources if None."""
     stmt: AnySelect = select(
         Entry.source_id, Entry.artifact_type, Entry.status, func.count().label("entries")
     ).group_by(Entry.source_id, Entry.artifact_type, Entry.status)
+    if not include_excluded:
+        stmt = stmt.where(not_excluded())
     if source_ids is not None:
         stmt = stmt.where(Entry.source_id == any_(uuid_array(source_ids)))
     return stmt.order_by(Entry.source_id, Entry.artifact_type, Entry.status)

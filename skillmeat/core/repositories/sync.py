@@ -44,17 +44,21 @@ class SyncResult:
     changed: int
 
 
-def lock_source(session: Session, source_id: uuid.UUID) -> None:
-    """Serialize writers of one source's catalog (held to the end of the transaction).
+def lock_source(session: Session, source_id: uuid.UUID) -> str:
+    """Serialize writers of one source's catalog (held to the end of the transaction);
+    returns the source's repo_url.
 
     FOR NO KEY UPDATE: under RLS it also requires the UPDATE policy, so a viewer
     or a foreign source finds nothing, and it does not block foreign-key checks.
     """
     locked = session.execute(
-        select(Source.id).where(Source.id == source_id).with_for_update(key_share=True)
+        select(Source.id, Source.repo_url)
+        .where(Source.id == source_id)
+        .with_for_update(key_share=True)
     ).first()
     if locked is None:
         refuse_source_write(session, source_id, "write its catalog")
+    return str(locked.repo_url)
 
 
 def mark_imported(
@@ -156,27 +160,34 @@ def mark_imported(
 # Enum.value is a descriptor call; a dict lookup costs a fraction (20,000 per scan).
 _TYPE_LABELS = {kind: kind.value for kind in ArtifactType}
 _STAGE_COLUMNS = (
-    "artifact_type, detected_path, upstream_url, detected_version_sha, confidence_score"
+    "artifact_type, detected_path, upstream_url, detected_version_sha, confidence_score, "
+    "name, description, tags"
 )
+# The content (name, description, tags) is part of "what changed": a new description
+# rewrites the row, but only the SHA drives the status.
 _STAGE_TABLES = (
     "CREATE TEMPORARY TABLE {stage} (artifact_type text NOT NULL, detected_path text NOT NULL, "
     "upstream_url text NOT NULL, detected_version_sha text NOT NULL, "
-    "confidence_score double precision NOT NULL) ON COMMIT DROP; "
+    "confidence_score double precision NOT NULL, name text NOT NULL, description text, "
+    "tags text[] NOT NULL) ON COMMIT DROP; "
     "CREATE TEMPORARY TABLE {writes} (entry_id uuid, status text NOT NULL, "
     "redetected boolean, artifact_type text, detected_path text, upstream_url text NOT NULL, "
-    "detected_version_sha text NOT NULL, confidence_score double precision NOT NULL) "
+    "detected_version_sha text NOT NULL, confidence_score double precision NOT NULL, "
+    "name text NOT NULL, description text, tags text[] NOT NULL) "
     "ON COMMIT DROP"
 )
 SYNC_DIFF = """
 WITH paired AS MATERIALIZED (
     SELECT d.entry_id, d.status, d.old_status, d.redetected,
            d.artifact_type, d.detected_path, d.upstream_url, d.detected_version_sha,
-           d.confidence_score,
+           d.confidence_score, d.name, d.description, d.tags,
            CASE
                WHEN d.entry_id IS NULL THEN 'insert'
                WHEN NOT d.detected THEN CASE WHEN d.old_status <> 'removed' THEN 'write' END
-               WHEN (d.status, d.upstream_url, d.detected_version_sha, d.confidence_score)
-                    IS DISTINCT FROM (d.old_status, d.old_url, d.old_sha, d.old_confidence)
+               WHEN (d.status, d.upstream_url, d.detected_version_sha, d.confidence_score,
+                     d.name, d.description, d.tags)
+                    IS DISTINCT FROM (d.old_status, d.old_url, d.old_sha, d.old_confidence,
+                                      d.old_name, d.old_description, d.old_tags)
                     THEN 'write'
            END AS action,
            d.old_status IS NOT NULL
@@ -188,8 +199,13 @@ WITH paired AS MATERIALIZED (
                coalesce(s.upstream_url, e.upstream_url) AS upstream_url,
                coalesce(s.detected_version_sha, e.detected_version_sha) AS detected_version_sha,
                coalesce(s.confidence_score, e.confidence_score) AS confidence_score,
+               coalesce(s.name, e.name) AS name,
+               CASE WHEN s.detected_path IS NULL THEN e.description ELSE s.description END
+                   AS description,
+               coalesce(s.tags, e.tags) AS tags,
                e.status AS old_status, e.upstream_url AS old_url,
                e.detected_version_sha AS old_sha, e.confidence_score AS old_confidence,
+               e.name AS old_name, e.description AS old_description, e.tags AS old_tags,
                -- a new version, or back after a removal: detected_at is stamped
                (e.status = 'removed' OR e.detected_version_sha <> s.detected_version_sha)
                    AS redetected,
@@ -207,7 +223,8 @@ WITH paired AS MATERIALIZED (
           FROM {stage} s
           FULL JOIN (
             SELECT id, artifact_type, detected_path, upstream_url, detected_version_sha,
-                   confidence_score, status, imported_at, imported_version_sha
+                   confidence_score, status, imported_at, imported_version_sha,
+                   name, description, tags
               FROM marketplace_catalog_entries
              WHERE source_id = :source_id
           ) e ON e.artifact_type = s.artifact_type AND e.detected_path = s.detected_path
@@ -217,7 +234,7 @@ WITH paired AS MATERIALIZED (
 staged AS (
     INSERT INTO {writes}
     SELECT entry_id, status, redetected, artifact_type, detected_path, upstream_url,
-           detected_version_sha, confidence_score
+           detected_version_sha, confidence_score, name, description, tags
       FROM paired
      WHERE action IS NOT NULL
 ),
@@ -243,12 +260,16 @@ USING {writes} w
         detected_version_sha = w.detected_version_sha,
         confidence_score = w.confidence_score,
         status = w.status,
+        name = w.name,
+        description = w.description,
+        tags = w.tags,
         detected_at = CASE WHEN w.redetected THEN :stamp ELSE e.detected_at END
  WHEN NOT MATCHED AND w.entry_id IS NULL THEN
       INSERT (source_id, artifact_type, detected_path, upstream_url, detected_version_sha,
-              confidence_score, detected_at, status)
+              confidence_score, detected_at, status, name, description, tags)
       VALUES (:source_id, w.artifact_type, w.detected_path, w.upstream_url,
-              w.detected_version_sha, w.confidence_score, :stamp, 'new')
+              w.detected_version_sha, w.confidence_score, :stamp, 'new',
+              w.name, w.description, w.tags)
 """
 
 
@@ -260,7 +281,7 @@ def sync_catalog(
     New artifacts are inserted as new; never-imported entries stay new; imported
     entries become updated when their SHA changes (and stay so until imported
     again), else unchanged; entries not detected any more become removed (soft).
-    Only entries whose status or detected fields change are written. Concurrent
+    Only entries whose status, detected fields or content change are written. Concurrent
     syncs of one source serialize on the source row. Bad input is refused before
     anything is written.
     """
@@ -275,13 +296,13 @@ def sync_catalog(
     stage = f"pg_temp.skillmeat_sync_{uuid.uuid4().hex}"
     writes = f"{stage}_writes"
     with translated_errors(), session.begin_nested():
-        lock_source(session, source_id)
+        repo_name = lock_source(session, source_id).rsplit("/", 1)[-1]
         stamp = session.execute(text("SELECT clock_timestamp()")).scalar_one()
         session.execute(text(_STAGE_TABLES.format(stage=stage, writes=writes)))
         _copy_rows(
             session,
             f"COPY {stage} ({_STAGE_COLUMNS}) FROM STDIN (FORMAT BINARY)",
-            ["text", "text", "text", "text", "float8"],
+            ["text", "text", "text", "text", "float8", "text", "text", "text[]"],
             (
                 (
                     _TYPE_LABELS[a.artifact_type],
@@ -289,6 +310,9 @@ def sync_catalog(
                     a.upstream_url,
                     a.detected_version_sha,
                     a.confidence_score,
+                    a.name or repo_name,  # None only for the root '.'
+                    a.description,
+                    a.tags,
                 )
                 for a in batch
             ),

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -34,14 +35,22 @@ from skillmeat.core.models.enums import (
 )
 
 __all__ = [
+    "MAX_DESCRIPTION_CHARS",
     "MAX_MANUAL_MAP_PATHS",
+    "MAX_NAME_CHARS",
+    "MAX_TAGS",
+    "MAX_TAG_CHARS",
     "MAX_UPSTREAM_URL_CHARS",
     "MAX_VERSION_SHA_CHARS",
     "CatalogEntryRead",
     "DetectedArtifact",
+    "ImportConflict",
+    "ImportConflictMember",
+    "SearchHit",
     "SourceCreate",
     "SourceRead",
     "SourceUpdate",
+    "default_name",
     "normalize_repo_url",
     "validate_artifacts",
 ]
@@ -455,8 +464,87 @@ class SourceUpdate(BaseModel):
         return changes
 
 
+# --- catalog content: name, description, tags -------------------------------------
+
+MAX_NAME_CHARS = 200
+MAX_DESCRIPTION_CHARS = 2000
+MAX_TAGS = 20
+MAX_TAG_CHARS = 40
+MAX_EXCLUSION_REASON_CHARS = 500
+
+_NAME_RULE = f"must be a non-blank name of at most {MAX_NAME_CHARS} characters"
+_DESCRIPTION_RULE = f"must be at most {MAX_DESCRIPTION_CHARS} characters (whitespace collapsed)"
+_TAG_RULE = f"must be non-blank tags of at most {MAX_TAG_CHARS} characters each"
+
+
+def default_name(detected_path: str) -> str | None:
+    """The name of an artifact whose files give none: the path's last segment without
+    its extension ('.hidden' stays whole); None for the root '.' (the repository's name
+    is used, which only the source knows). The migration backfills the same rule."""
+    if detected_path == ".":
+        return None
+    segment = detected_path.rsplit("/", 1)[-1]
+    stem = segment.rsplit(".", 1)[0] if "." in segment else segment
+    return (stem or segment)[:MAX_NAME_CHARS]
+
+
+def _name(value: str) -> str:
+    name = _clean_text(value.strip(), rule=_NAME_RULE)
+    if not name:
+        why = "is blank"
+    elif len(name) > MAX_NAME_CHARS:
+        why = f"has {len(name)} characters"
+    else:
+        return name
+    raise _refuse(f"{_show(value)} is not allowed ({why}; {_NAME_RULE})")
+
+
+def _description(value: str | None) -> str | None:
+    if value is None:
+        return None
+    # Collapsed before the length is judged: a description is shown as one paragraph.
+    text = _clean_text(" ".join(value.split()), rule=_DESCRIPTION_RULE)
+    if len(text) > MAX_DESCRIPTION_CHARS:
+        raise _refuse(
+            f"{_show(value)} is not allowed (has {len(text)} characters; {_DESCRIPTION_RULE})"
+        )
+    return text or None
+
+
+def _tags(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise _refuse(f"{_show(value)} is not allowed (must be a list of tags)")
+    tags: list[str] = []
+    for item in itertools.islice(value, 10 * MAX_TAGS + 1):
+        if not isinstance(item, str):
+            raise _refuse(f"tag {_show(item)} is not allowed (must be a string)")
+        tag = _clean_text(item.strip().lower(), rule=_TAG_RULE)
+        if not tag or len(tag) > MAX_TAG_CHARS:
+            why = "is blank" if not tag else f"has {len(tag)} characters"
+            raise _refuse(f"tag {_show(item)} is not allowed ({why}; {_TAG_RULE})")
+        tags.append(tag)
+    tags = list(dict.fromkeys(tags))
+    if len(tags) > MAX_TAGS:
+        raise _refuse(
+            f"tags is not allowed (has more than {MAX_TAGS} distinct tags; at most {MAX_TAGS}, "
+            "lower-cased and de-duplicated)"
+        )
+    return tags
+
+
+Name = Annotated[str, AfterValidator(_name)]
+Description = Annotated[str | None, AfterValidator(_description)]
+Tags = Annotated[list[str], BeforeValidator(_tags)]
+
+
 class DetectedArtifact(BaseModel):
-    """One artifact a scan found in a source, before it becomes a catalog entry."""
+    """One artifact a scan found in a source, before it becomes a catalog entry.
+
+    name, description and tags are what the artifact's own files say; without a name
+    the path's last segment without extension is used (the repository's name for '.').
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -465,6 +553,16 @@ class DetectedArtifact(BaseModel):
     upstream_url: UpstreamUrl
     detected_version_sha: VersionSha
     confidence_score: ConfidenceScore
+    name: Name | None = None
+    description: Description = None
+    tags: Tags = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _named(self) -> "DetectedArtifact":
+        if self.name is None:
+            # frozen: set through the instance dict, once, during validation
+            object.__setattr__(self, "name", default_name(self.detected_path))
+        return self
 
 
 def _batch_error(where: str, exc: ValidationError) -> ValidationFailed:
@@ -585,5 +683,44 @@ class CatalogEntryRead(BaseModel):
     status: CatalogStatus
     imported_at: dt.datetime | None
     imported_version_sha: str | None
+    name: str
+    description: str | None
+    tags: list[str]
+    excluded_at: dt.datetime | None
+    excluded_reason: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+
+
+class SearchHit(BaseModel):
+    """One search result: the entry and its score (higher first; exact name >= 3, name
+    prefix >= 2, else full-text rank in [0, 1); a typo fallback scores by similarity)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    entry: CatalogEntryRead
+    score: float
+
+
+class ImportConflictMember(BaseModel):
+    """An entry of a conflict: to be imported (imported=False) or already imported."""
+
+    model_config = ConfigDict(frozen=True)
+
+    entry: CatalogEntryRead
+    repo_url: str
+    imported: bool
+    # Distinct within the group and from the project's imported names of the type;
+    # an imported entry keeps its own name.
+    suggested_name: str
+
+
+class ImportConflict(BaseModel):
+    """Entries of one project that would share (artifact_type, lower(name)) once imported."""
+
+    model_config = ConfigDict(frozen=True)
+
+    project_id: uuid.UUID
+    artifact_type: ArtifactType
+    name: str  # lower-cased: the key the entries share
+    members: list[ImportConflictMember]
