@@ -535,3 +535,15 @@ def test_concurrent_syncs_serialize(engine: Engine, committed_world: World) -> N
         return {p: r["status"] for p, r in model.items()}
 
     assert final in (serial(scan_x, scan_y), serial(scan_y, scan_x))
+
+
+def test_a_sync_logs_its_counts_and_duration(
+    session: Session, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="skillmeat.sync"):
+        sync(session, world.a.members["editor"], world.a.source, [artifact("skills/logged")])
+    (record,) = [r for r in caplog.records if r.name == "skillmeat.sync"]
+    assert f"synced source {world.a.source}: 1 artifacts, 2 rows written (1 inserted)" in (
+        record.getMessage()
+    )
+    assert "new=1 updated=0 removed=1 unchanged=0" in record.getMessage()

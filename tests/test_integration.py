@@ -129,10 +129,26 @@ def test_artifacts_listing_pages_filters_and_import(
 
     first = client.get(f"/sources/{a.source}/artifacts", params={"limit": 2}, headers=viewer)
     ids = [e["id"] for e in first.json()["items"]]
-    imported = client.post(
-        "/artifacts/import", json={"entry_ids": ids}, headers=as_user(a.members["editor"])
+    editor = as_user(a.members["editor"])
+    url = f"/sources/{a.source}/import"
+    assert client.post(url, json={"entry_ids": ids}, headers=viewer).status_code == 403
+    wrong = client.post(
+        f"/sources/{committed_world.b.source}/import", json={"entry_ids": ids}, headers=editor
     )
+    assert wrong.status_code == 404
+    imported = client.post(url, json={"entry_ids": ids}, headers=editor)
     assert imported.status_code == 200 and sorted(imported.json()["imported"]) == sorted(ids)
+
+
+def test_rescan_request_is_queued_once(client: TestClient, committed_world: World) -> None:
+    a, b = committed_world.a, committed_world.b
+    url = f"/sources/{a.source}/rescan"
+    first = client.post(url, headers=as_user(a.members["editor"]))
+    assert first.status_code == 202 and first.json()["state"] == "queued", first.text
+    again = client.post(url, headers=as_user(a.members["owner"]))
+    assert again.json()["id"] == first.json()["id"]
+    assert client.post(url, headers=as_user(a.members["viewer"])).status_code == 403
+    assert client.post(url, headers=as_user(b.members["owner"])).status_code == 404
 
 
 def test_parallel_requests_keep_tenants_apart(client: TestClient, committed_world: World) -> None:

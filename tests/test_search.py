@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from skillmeat.core.database import tenant_scope
-from skillmeat.core.errors import ValidationFailed
+from skillmeat.core.errors import NotFound, PermissionDenied, ValidationFailed
 from skillmeat.core.repositories import marketplace as repo
 from skillmeat.core.repositories.search import parse_query, search_entries
 from skillmeat.core.schemas.marketplace import DetectedArtifact
@@ -292,8 +292,11 @@ def test_exclusion_hides_and_survives_rescans(session: Session, world: World) ->
         target = next(
             e for e in repo.list_entries(session, src, limit=500).items if e.name == "pdf"
         )
-    with tenant_scope(session, user_id=viewer):
-        assert repo.exclude_entries(session, [target.id], reason="not for us") == []  # viewer
+    with pytest.raises(PermissionDenied, match="not exclude or restore"):  # noqa: SIM117
+        with tenant_scope(session, user_id=viewer):
+            repo.exclude_entries(session, [target.id], reason="not for us")
+    with pytest.raises(NotFound), tenant_scope(session, user_id=world.b.members["owner"]):
+        repo.restore_entries(session, [target.id])
     with tenant_scope(session, user_id=ed):
         assert repo.exclude_entries(session, [target.id], reason="not for us") == [target.id]
 

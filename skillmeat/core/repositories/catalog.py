@@ -18,6 +18,7 @@ from skillmeat.core.errors import ValidationFailed
 from skillmeat.core.models import MarketplaceCatalogEntry, MarketplaceSource
 from skillmeat.core.repositories import query_paths as paths
 from skillmeat.core.repositories.common import check_id
+from skillmeat.core.repositories.sync import lock_entry_sources
 from skillmeat.core.schemas.marketplace import (
     MAX_EXCLUSION_REASON_CHARS,
     MAX_NAME_CHARS,
@@ -64,12 +65,7 @@ def _write_exclusion(
 ) -> list[uuid.UUID]:
     """Lock like mark_imported (sources, then entries, each in id order) and update."""
     with translated_errors():
-        session.execute(
-            select(Source.id)
-            .where(Source.id.in_(select(Entry.source_id).where(Entry.id == paths.any_uuid(ids))))
-            .order_by(Source.id)
-            .with_for_update(key_share=True)
-        ).all()
+        lock_entry_sources(session, ids, action="exclude or restore them")
         locked = (
             select(Entry.id)
             .where(Entry.id == paths.any_uuid(ids))
@@ -91,8 +87,8 @@ def exclude_entries(
 ) -> list[uuid.UUID]:
     """Hide entries from listings, counts and search (editor or owner); returns the ids
     written. The status rules go on underneath and a rescan never clears it. An entry
-    already excluded keeps its time and takes the new reason; entries the user may not
-    write are left alone."""
+    already excluded keeps its time and takes the new reason. NotFound for an entry this
+    user cannot see, PermissionDenied for one it may only read; nothing is written then."""
     current_scope(session)
     ids = _ids(entry_ids)
     why = _reason(reason)
