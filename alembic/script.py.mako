@@ -10,8 +10,10 @@ Create Date: ${create_date}
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import op
+% if "sa." in (upgrades or "") + (downgrades or ""):
+import sqlalchemy as sa
+% endif
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}
