@@ -31,13 +31,13 @@ RELEASED_REVISIONS = {
     "20261127_1810_row_level_security.sql": "87b731e4b476e2a4",
     "20261127_1805_marketplace_schema.py": "a481bf967fc08849",
     "20261205_2250_request_isolation.py": "560d4163de77b495",
-    "20261205_2250_request_isolation.sql": "715df84afa5b7ecc",
+    "20261205_2250_request_isolation.sql": "a8176dee1dc63825",
     "20261205_2320_96234684d7d9_bounded_input.py": "75689afa6ec6adf1",
-    "20261205_2310_ac48ebd7ed9a_projects_api.py": "29a53e33e9864e49",
+    "20261205_2310_ac48ebd7ed9a_projects_api.py": "7f5150403d3846b2",
     "20261206_0030_scan_lifecycle.py": "2719f59f2e9c7f27",
-    "20261206_0030_scan_lifecycle.sql": "902c1b02814bb5dc",
+    "20261206_0030_scan_lifecycle.sql": "96ac71da541410ed",
     "20261206_0040_catalog_search.py": "261e535a62978dde",
-    "20261206_0040_catalog_search.sql": "c597d16589748779",
+    "20261206_0040_catalog_search.sql": "4702a3a87433aec4",
 }
 
 # Everything the chain creates outside pg_catalog/information_schema.

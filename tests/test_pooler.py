@@ -123,3 +123,31 @@ def test_concurrent_tenants_through_pgbouncer_see_only_their_rows(
                 ).scalars()
             )
             assert paths == {a.detected_path for a in _scan(i, ROUNDS - 1)}
+
+
+def test_check_at_head_is_not_fooled_by_a_request_s_leftovers(
+    engine: Engine, database_url: URL
+) -> None:
+    """Behind PgBouncer a request leaves a temporary alembic_version and a session role
+    on the shared server connection; the backend's start-up check still reads the real
+    revision."""
+    from skillmeat.core.database import check_at_head
+
+    with (
+        login_role(engine, database_url, MEMBER_POOL) as login,
+        start_pgbouncer(database_url, [login], pool_size=1) as bouncer,
+    ):
+        pooled = bouncer.engine(login)
+        try:
+            with pooled.connect() as conn:
+                conn.execute(text("SELECT set_config('role', 'skillmeat_app', false)"))
+                conn.execute(
+                    text(
+                        "CREATE TEMP TABLE alembic_version (version_num varchar(32)); "
+                        "INSERT INTO alembic_version VALUES ('deadbeef0000')"
+                    )
+                )
+                conn.commit()
+            assert check_at_head(bouncer.url(login)) is True
+        finally:
+            pooled.dispose()

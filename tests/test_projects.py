@@ -454,3 +454,29 @@ def test_two_owners_demoting_each_other_concurrently_leave_one(engine: Engine) -
     finally:
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM projects WHERE id = :p"), {"p": project.id})
+
+
+def test_an_advisory_lock_held_by_another_tenant_does_not_block_owner_changes(
+    engine: Engine, committed_world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pg_advisory_lock is executable by PUBLIC: the last-owner check must not depend on
+    a lock key any request can take first (it locks the project row instead)."""
+    a, b = committed_world.a, committed_world.b
+    monkeypatch.setenv("SKILLMEAT_LOCK_TIMEOUT_MS", "1000")
+    sessions = make_session_factory(engine)
+    with engine.connect() as attacker:
+        with tenant_scope(Session(bind=attacker), user_id=a.members["owner"]) as s:
+            for key in ("skillmeat.project_owners", "project_owners", str(b.project)):
+                s.execute(
+                    text("SELECT pg_advisory_lock(hashtext(:k), hashtext(:p))"),
+                    {"k": key, "p": str(b.project)},
+                )
+        heir = uuid.uuid4()
+        with sessions() as session, tenant_scope(session, user_id=b.members["owner"]):
+            repo.add_member(session, b.project, heir, MemberRole.OWNER)
+        with sessions() as session, tenant_scope(session, user_id=heir):
+            changed = repo.change_member_role(
+                session, b.project, b.members["owner"], MemberRole.EDITOR
+            )
+        assert changed.role is MemberRole.EDITOR
+        attacker.execute(text("SELECT pg_advisory_unlock_all()"))

@@ -192,10 +192,21 @@ def test_no_request_role_can_read_identity_keys(connection: Connection) -> None:
     assert definer_columns == ["inner_pad", "key_id", "outer_pad"]  # never the secret
 
 
-def test_definer_can_only_read_memberships_and_sources(connection: Connection) -> None:
+def test_definer_can_only_read_and_lock_project_rows(connection: Connection) -> None:
+    """The definer reads; its only write privilege is UPDATE of projects.updated_at,
+    which the last-owner trigger needs to lock a project row."""
     for table in TABLES:
         for command in ("INSERT", "UPDATE", "DELETE"):
-            assert not _may(connection, "skillmeat_definer", table, command)
+            allowed = (table, command) == ("projects", "UPDATE")
+            assert _may(connection, "skillmeat_definer", table, command) is allowed
+    columns = connection.execute(
+        text(
+            "SELECT array_agg(column_name::text) FROM information_schema.column_privileges "
+            "WHERE table_name = 'projects' AND grantee = 'skillmeat_definer' "
+            "AND privilege_type = 'UPDATE'"
+        )
+    ).scalar_one()
+    assert columns == ["updated_at"]
 
 
 def test_bundled_policies_match_the_newest_frozen_revision() -> None:

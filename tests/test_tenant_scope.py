@@ -191,12 +191,60 @@ def test_scope_sets_its_timeouts_and_search_path(
 
 
 def test_engine_refuses_prepared_statements_with_the_check_in_reset(database_url: URL) -> None:
-    with pytest.raises(ConfigurationError, match="prepare_threshold"):
-        make_engine(database_url, connect_args={"prepare_threshold": 5})
-    # without the reset it is the caller's choice (the benchmarks compare both)
+    for threshold in (5, 0):  # 0: prepare every statement
+        with pytest.raises(ConfigurationError, match="prepare_threshold"):
+            make_engine(database_url, connect_args={"prepare_threshold": threshold})
+        with pytest.raises(ConfigurationError, match="prepare_threshold"):
+            make_engine(
+                database_url,
+                connect_args={"prepare_threshold": threshold},
+                pool_reset_on_return="rollback",
+            )
+    with pytest.raises(ConfigurationError, match="pool_reset_on_return"):
+        make_engine(
+            database_url, connect_args={"prepare_threshold": 5}, allow_prepared_statements=True
+        )
+    # an explicit opt-out, for measurements (the benchmarks compare both)
     make_engine(
-        database_url, connect_args={"prepare_threshold": 5}, pool_reset_on_return="rollback"
+        database_url,
+        connect_args={"prepare_threshold": 5},
+        pool_reset_on_return="rollback",
+        allow_prepared_statements=True,
     ).dispose()
+
+
+def test_scope_refuses_an_autocommit_connection(database_url: URL, world: World) -> None:
+    engine = make_engine(database_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with (
+            make_session_factory(engine)() as session,
+            pytest.raises(ScopeError, match="AUTOCOMMIT"),
+            tenant_scope(session, admin=True),
+        ):
+            pass
+    finally:
+        engine.dispose()
+
+
+def test_a_session_kept_on_one_connection_restores_settings_in_its_next_scope(
+    database_url: URL, committed_world: World
+) -> None:
+    """A request's session-level setting on a connection that was not checked in
+    between two scopes is undone for the next scope, which may be another user's."""
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as conn, Session(bind=conn) as session:
+            with tenant_scope(session, user_id=committed_world.a.members["owner"]):
+                session.execute(text("SELECT set_config('row_security', 'off', false)"))
+                session.execute(text("SELECT set_config('statement_timeout', '1', false)"))
+            with tenant_scope(session, user_id=committed_world.b.members["viewer"]):
+                seen = session.execute(text("SELECT id FROM projects")).scalars().all()
+                row_security = session.execute(
+                    text("SELECT current_setting('row_security')")
+                ).scalar_one()
+        assert (seen, row_security) == ([committed_world.b.project], "on")
+    finally:
+        engine.dispose()
 
 
 def test_check_in_reset_leaves_a_clean_session(database_url: URL, committed_world: World) -> None:

@@ -25,9 +25,9 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # Runs at commit (or at SET CONSTRAINTS ... IMMEDIATE) for every membership row
-# that stopped being an owner of its project. The advisory lock serializes the
-# check per project: two owners demoting each other concurrently would otherwise
-# each see the other still an owner (READ COMMITTED) and both commit.
+# that stopped being an owner of its project. The lock on the project row
+# serializes the check per project: two owners demoting each other concurrently
+# would otherwise each see the other still an owner (READ COMMITTED) and both commit.
 KEEPS_AN_OWNER = """
 CREATE FUNCTION skillmeat_private.project_keeps_an_owner() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
@@ -38,10 +38,12 @@ BEGIN
                                AND NEW.project_id = OLD.project_id) THEN
         RETURN NULL;
     END IF;
-    PERFORM pg_catalog.pg_advisory_xact_lock(
-        pg_catalog.hashtext('skillmeat.project_owners'),
-        pg_catalog.hashtext(OLD.project_id::text));
-    IF EXISTS (SELECT 1 FROM public.projects p WHERE p.id = OLD.project_id)
+    -- The project row, locked: concurrent checks of one project run one after the
+    -- other, each on a fresh snapshot. (An advisory lock could be taken by any
+    -- request first: pg_advisory_lock is executable by PUBLIC.) Absent: the project
+    -- is being deleted, which may take its owners with it.
+    PERFORM 1 FROM public.projects p WHERE p.id = OLD.project_id FOR NO KEY UPDATE;
+    IF FOUND
        AND NOT EXISTS (SELECT 1 FROM public.project_members m
                         WHERE m.project_id = OLD.project_id AND m.role = 'owner') THEN
         RAISE EXCEPTION 'project % would have no owner', OLD.project_id

@@ -197,9 +197,12 @@ GRANT SELECT, DELETE ON public.projects TO skillmeat_app;
 GRANT UPDATE (name) ON public.projects TO skillmeat_app;
 GRANT SELECT, DELETE ON public.projects TO skillmeat_admin;
 GRANT INSERT (name), UPDATE (name) ON public.projects TO skillmeat_admin;
--- The last-owner trigger (project_keeps_an_owner) checks whether the project still
--- exists: deleting a project cascades its memberships and stays allowed.
-GRANT SELECT ON public.projects TO skillmeat_definer;
+-- The last-owner trigger (project_keeps_an_owner) locks the project row (so two
+-- owners demoting each other serialize) and checks it still exists: deleting a
+-- project cascades its memberships and stays allowed. A row lock needs UPDATE on a
+-- column; the definer runs only this library's functions. (An advisory lock here
+-- could be taken by any request first, since pg_advisory_lock is PUBLIC.)
+GRANT SELECT, UPDATE (updated_at) ON public.projects TO skillmeat_definer;
 
 CREATE POLICY projects_app_select ON public.projects FOR SELECT TO skillmeat_app
     USING (id = ANY ((SELECT skillmeat_private.member_project_ids('viewer'))::uuid[]));
@@ -213,6 +216,7 @@ CREATE POLICY projects_admin_insert ON public.projects FOR INSERT TO skillmeat_a
 CREATE POLICY projects_admin_update ON public.projects FOR UPDATE TO skillmeat_admin USING (true) WITH CHECK (true);
 CREATE POLICY projects_admin_delete ON public.projects FOR DELETE TO skillmeat_admin USING (true);
 CREATE POLICY projects_definer_select ON public.projects FOR SELECT TO skillmeat_definer USING (true);
+CREATE POLICY projects_definer_update ON public.projects FOR UPDATE TO skillmeat_definer USING (true) WITH CHECK (true);
 
 -- ---------------------------------------------------------------- project_members
 -- viewer: read the project's memberships; owner: manage them, but never add
@@ -328,7 +332,8 @@ CREATE POLICY marketplace_scans_app_insert ON public.marketplace_scans FOR INSER
     WITH CHECK (source_id = ANY ((SELECT skillmeat_private.member_source_ids('editor'))::uuid[])
                 AND state = 'queued');
 CREATE POLICY marketplace_scans_app_update ON public.marketplace_scans FOR UPDATE TO skillmeat_app
-    USING (source_id = ANY ((SELECT skillmeat_private.member_source_ids('editor'))::uuid[]))
+    USING (source_id = ANY ((SELECT skillmeat_private.member_source_ids('editor'))::uuid[])
+           AND state IN ('queued', 'running'))
     WITH CHECK (source_id = ANY ((SELECT skillmeat_private.member_source_ids('editor'))::uuid[])
                 AND state IN ('queued', 'running', 'cancelled'));
 CREATE POLICY marketplace_scans_admin_select ON public.marketplace_scans FOR SELECT TO skillmeat_admin USING (true);

@@ -159,7 +159,10 @@ def measure(db: URL, args: argparse.Namespace, *, keys: set[str] | None = None) 
         engine = make_engine(db)
     else:  # psycopg's prepared statements do not survive the check-in DISCARD ALL
         engine = make_engine(
-            db, connect_args={"prepare_threshold": threshold}, pool_reset_on_return="rollback"
+            db,
+            connect_args={"prepare_threshold": threshold},
+            pool_reset_on_return="rollback",
+            allow_prepared_statements=True,
         )
     try:
         with engine.connect() as conn:

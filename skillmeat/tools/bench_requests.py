@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> None:
                 max_overflow=0,
                 pool_reset_on_return="rollback",
                 connect_args={"prepare_threshold": 5},
+                allow_prepared_statements=True,
             ),
             "unprepared, rollback on check-in (as behind a pooler)": make_engine(
                 url, pool_size=1, max_overflow=0, pool_reset_on_return="rollback"

@@ -10,7 +10,6 @@ Every engine is hardened against a request that ran arbitrary SQL (docs/security
   the request (skipped behind a transaction pooler, where `tenant_scope` alone defends).
 """
 
-import weakref
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -76,12 +75,21 @@ def _engine_options(
     if discard:
         kwargs.setdefault("pool_reset_on_return", None)  # _reset_connection rolls back itself
     discard = discard and kwargs["pool_reset_on_return"] is None
-    if discard and connect_args["prepare_threshold"]:
-        # psycopg would go on using statements the check-in reset deallocated.
+    allow_prepared = kwargs.pop("allow_prepared_statements", False)
+    if connect_args["prepare_threshold"] is not None and not allow_prepared:
+        # A request could DEALLOCATE and re-PREPARE psycopg's statement names with SQL
+        # of its own, run by later requests on a shared server connection.
         raise ConfigurationError(
-            "prepare_threshold: server-side prepared statements cannot be combined with the "
-            "check-in reset (DISCARD ALL); also pass pool_reset_on_return='rollback', which "
-            "gives up that defence (docs/security.md)"
+            f"prepare_threshold: {connect_args['prepare_threshold']!r} is not allowed: "
+            "server-side prepared statements can be replaced by a request's SQL "
+            "(docs/security.md); pass allow_prepared_statements=True (and "
+            "pool_reset_on_return='rollback', since DISCARD ALL drops them) only for "
+            "measurements"
+        )
+    if discard and allow_prepared:
+        raise ConfigurationError(
+            "allow_prepared_statements needs pool_reset_on_return='rollback': the "
+            "check-in DISCARD ALL drops the prepared statements"
         )
     kwargs["connect_args"] = connect_args
     return sa_url, kwargs, discard
@@ -91,16 +99,16 @@ def _harden(engine: Engine, discard: bool) -> None:
     event.listen(engine, "connect", _explicit_transactions)
     if discard:
         event.listen(engine, "reset", _reset_connection)
-        _RESET_ON_CHECKIN.add(engine)
+        event.listen(engine, "checkout", _mark_fresh)
 
 
-_RESET_ON_CHECKIN: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+FRESH = "skillmeat.fresh"
 
 
-def resets_on_checkin(engine: Engine) -> bool:
-    """Whether make_engine() gave `engine` the check-in DISCARD ALL (so a checked-out
-    connection carries nothing from an earlier request)."""
-    return engine in _RESET_ON_CHECKIN
+def _mark_fresh(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    # Reset at its last check-in (DISCARD ALL): the first scope on it needs no
+    # session-settings restore. tenant_scope pops the mark.
+    record.info[FRESH] = True
 
 
 def _explicit_transactions(dbapi_connection: Any, _record: Any) -> None:

@@ -70,6 +70,19 @@ def _refusal(primary: str) -> str:
     never PostgreSQL's policy text."""
     if "role" in primary and "set role" in primary.lower():
         return "permission denied: this connection may not take that role"
+    if "would be affected by row-level security" in primary:
+        return (
+            "permission denied: row-level security is off for this session "
+            "(row_security = off), so the read was refused rather than filtered"
+        )
+    if primary.startswith("permission denied for table"):
+        # a missing grant: no scope (the login role itself) or a column not granted
+        found = _TABLE_RE.search(primary.replace("for table ", 'for table "') + '"')
+        what = _OBJECTS.get(found.group(1), ("that table", ""))[0] if found else "that table"
+        return (
+            f"permission denied: this role holds no such privilege on {what} "
+            "(outside tenant_scope, or a column no request role may write)"
+        )
     found = _TABLE_RE.search(primary)
     if found and found.group(1) in _OBJECTS:
         what, who = _OBJECTS[found.group(1)]

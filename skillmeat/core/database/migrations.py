@@ -29,7 +29,7 @@ CHECKOUT_SCRIPTS = _PACKAGE.parent / "alembic"
 DRIVER = "postgresql+psycopg"
 _URL_HINT = f"use {DRIVER}://user:password@host:5432/database"
 # The roles a NOINHERIT login role switches to before reading the revision.
-_REQUEST_ROLES = ("skillmeat_app", "skillmeat_admin")
+_REQUEST_ROLES = ("skillmeat_app", "skillmeat_admin", "skillmeat_worker")
 
 
 class MigrationsMissing(SkillmeatError):
@@ -139,7 +139,9 @@ def schema_status(url: str | URL | None = None) -> SchemaStatus:
             _become_a_reader(conn)
             try:
                 with translated_errors():
-                    heads = MigrationContext.configure(conn).get_current_heads()
+                    heads = MigrationContext.configure(
+                        conn, opts={"version_table_schema": "public"}
+                    ).get_current_heads()
             except PermissionDenied:
                 user = conn.execute(text("SELECT session_user")).scalar_one()
                 raise PermissionDenied(
@@ -167,14 +169,26 @@ def check_at_head(url: str | URL | None = None) -> bool:
 
 def _become_a_reader(conn: Connection) -> None:
     """A NOINHERIT login role holds no privilege of its own: switch to a request role it
-    may SET ROLE to (for this transaction only) when it cannot read alembic_version."""
+    may SET ROLE to (for this transaction only) when it cannot read alembic_version.
+
+    First pin the search path and reset the role, transaction-locally: behind a
+    transaction pooler an earlier client may have left a session role or a temporary
+    `alembic_version` that would otherwise answer for the real one.
+    """
+    conn.execute(
+        text(
+            "SELECT pg_catalog.set_config('search_path', 'pg_catalog, public, pg_temp', true), "
+            "pg_catalog.set_config('role', 'none', true)"
+        )
+    )
     role = conn.execute(
         text(
-            "SELECT r FROM unnest(CAST(:roles AS text[])) WITH ORDINALITY AS t(r, n) "
-            "WHERE to_regclass('public.alembic_version') IS NOT NULL "
-            "AND NOT has_table_privilege('public.alembic_version', 'SELECT') "
-            "AND CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) "
-            "THEN pg_has_role(r, 'MEMBER') ELSE false END ORDER BY n LIMIT 1"
+            "SELECT r FROM pg_catalog.unnest(CAST(:roles AS pg_catalog.text[])) "
+            "WITH ORDINALITY AS t(r, n) "
+            "WHERE pg_catalog.to_regclass('public.alembic_version') IS NOT NULL "
+            "AND NOT pg_catalog.has_table_privilege('public.alembic_version', 'SELECT') "
+            "AND CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) "
+            "THEN pg_catalog.pg_has_role(r, 'MEMBER') ELSE false END ORDER BY n LIMIT 1"
         ),
         {"roles": list(_REQUEST_ROLES)},
     ).scalar_one_or_none()

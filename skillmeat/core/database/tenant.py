@@ -20,13 +20,13 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.util import greenlet_spawn
 
-from skillmeat.core.database.engine import resets_on_checkin
+from skillmeat.core.database.engine import FRESH
 from skillmeat.core.database.errors import sqlstate_of, translated_errors
 from skillmeat.core.database.identity import (
     KEY_ENV,
@@ -148,6 +148,12 @@ def tenant_scope(
     nested = session.in_transaction()
     transaction = session.begin_nested() if nested else session.begin()
     with translated_errors(), transaction:
+        if getattr(session.connection().connection.driver_connection, "autocommit", False):
+            # Every SET LOCAL would end with its own statement: no scope at all.
+            raise ScopeError(
+                "tenant_scope needs a transaction: this session's connection is in "
+                "AUTOCOMMIT mode (use an engine without isolation_level='AUTOCOMMIT')"
+            )
         identity = {USER_SETTING: "", PROOF_SETTING: ""}
         if user_id is not None:
             identity = _member_identity(session, user_id)
@@ -164,7 +170,7 @@ def tenant_scope(
             params[f"v{i}"] = values[name]
         # A connection our pool DISCARDed on check-in carries no session settings:
         # only one that was not (behind a transaction pooler) needs them restored.
-        unclean = not nested and not _clean_on_checkout(session)
+        unclean = not nested and not _fresh_from_the_pool(session)
         sql = _enter_sql(restore_session=unclean, verify_member=user_id is not None)
         if unclean:
             # Behind a transaction pooler a session statement_timeout left by another
@@ -213,10 +219,12 @@ def tenant_scope(
             session.info.pop(_SCOPE_KEY, None)
 
 
-def _clean_on_checkout(session: Session) -> bool:
-    bind = session.get_bind()
-    engine = bind if isinstance(bind, Engine) else bind.engine
-    return resets_on_checkin(engine)
+def _fresh_from_the_pool(session: Session) -> bool:
+    """True once per checkout of a connection our pool DISCARDed at its check-in: the
+    first scope on it finds no session-level leftovers. A session bound to one
+    connection across scopes, or an engine without the reset, gets False."""
+    info = session.connection().connection.info
+    return bool(info.pop(FRESH, False))
 
 
 def _member_identity(session: Session, user_id: uuid.UUID) -> dict[str, str]:
