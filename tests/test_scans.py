@@ -734,3 +734,22 @@ def test_the_worker_pool_runs_a_whole_scan(
         assert scans.reap_stalled_scans(s) >= 0
         assert scans.scan_health(s, since=dt.datetime(2000, 1, 1, tzinfo=dt.UTC)).counts
         assert scans.schedule_due_scans(s, older_than=dt.timedelta(days=3650), limit=1) >= 0
+
+
+def test_an_editor_cannot_requeue_a_finished_scan(
+    engine: Engine, pools: dict[str, sessionmaker[Session]], committed_world: World
+) -> None:
+    """Cancel is the editor's only write on a scan: a finished one is out of reach."""
+    world = committed_world
+    [spare] = add_sources(engine, world.a.project, 1, queue=False)
+    with engine.begin() as conn:
+        finished = conn.execute(
+            text(
+                "INSERT INTO marketplace_scans (source_id, state, finished_at) "
+                "VALUES (:s, 'succeeded', now()) RETURNING id"
+            ),
+            {"s": spare},
+        ).scalar_one()
+    requeue = "UPDATE marketplace_scans SET state = 'queued' WHERE id = :scan"
+    assert attempt(pools, world, "editor", requeue, scan=finished) == 0
+    assert attempt(pools, world, "admin", requeue, scan=finished) == 1
