@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from skillmeat.core.database import tenant_scope
@@ -518,3 +519,28 @@ def test_text_predicate_is_an_index_condition_in_the_definer_plan(
     assert text_conditions
     assert all("Index Cond" in line or "Recheck Cond" in line for line in text_conditions), joined
     assert "Seq Scan on marketplace_catalog_entries" not in joined, joined
+
+
+# --- the benchmark command, at tiny sizes --------------------------------------------------
+
+
+def test_bench_search_prints_every_scenario_and_target(
+    pg_server_url: URL, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from skillmeat import cli
+
+    argv = ["--url", pg_server_url.render_as_string(hide_password=False), "bench", "search"]
+    sizes = ["--entries", "6000", "--big", "3000", "--mid", "1000", "--singles", "50,500"]
+    assert cli.main([*argv, *sizes, "--repeat", "3", "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    for scenario in (
+        "member, 3,000 visible: rare",
+        "member, 1,000 visible: common",
+        "source of 500",
+    ):
+        assert scenario in out, out
+    assert "target every scenario <= 2x its baseline" in out
+    assert "target common <= 5x rare, member seeing 3,000" in out
+    assert "target no Seq Scan in the definer's plans" in out
+    # both sides return the same first page in every scenario
+    assert " NO " not in out and "WARNING" not in out, out
