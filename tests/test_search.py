@@ -446,6 +446,40 @@ def test_search_returns_exactly_the_rows_the_actor_can_read(
     assert len(readable) == (0 if actor == "outsider" else 5)
 
 
+def test_caller_given_sources_and_project_only_narrow(session: Session, world: World) -> None:
+    """The tenant filter comes from the verified identity, never from the caller: another
+    tenant's source_ids or project_id find nothing, in the library and in a direct call."""
+    conn = session.connection()
+    for tenant in (world.a, world.b):
+        conn.execute(
+            text(
+                "INSERT INTO marketplace_catalog_entries (source_id, artifact_type, detected_path, "
+                "upstream_url, detected_version_sha, confidence_score, name, description) "
+                "SELECT :s, 'agent', 'agents/n' || g, 'https://x.io/a', 'a', 50, 'narrow-' || g, "
+                "'Narrowing walrus' FROM generate_series(1, 3) g"
+            ),
+            {"s": tenant.source},
+        )
+    viewer = world.a.members["viewer"]
+    assert len(search_all(session, viewer, "walrus")) == 3
+    assert search_all(session, viewer, "walrus", source_ids=[world.b.source]) == []
+    assert search_all(session, viewer, "walrus", project_id=world.b.project) == []
+    mixed = search_all(session, viewer, "walrus", source_ids=[world.a.source, world.b.source])
+    assert {h.entry.source_id for h in mixed} == {world.a.source}
+    with conn.begin_nested() as sp:
+        act_as(conn, world, "viewer")
+        found = conn.execute(
+            text(
+                "SELECT count(*) FROM skillmeat_private.search_catalog(to_tsquery('simple', "
+                "'walrus'), NULL, NULL, NULL, NULL, NULL, CAST(:s AS uuid[]), NULL, NULL, false, "
+                "NULL, NULL, 100)"
+            ),
+            {"s": [world.b.source]},
+        ).scalar_one()
+        sp.rollback()
+    assert found == 0
+
+
 def test_admin_function_is_refused_to_members(session: Session, world: World) -> None:
     conn = session.connection()
     with conn.begin_nested() as sp:
