@@ -173,6 +173,9 @@ def test_content_is_bounded_and_clean(field: str, value: Any) -> None:
 def test_exact_name_ranks_first(session: Session, catalog: dict[str, Any], world: World) -> None:
     hits = search_all(session, world.a.members["viewer"], "python-pro")
     assert hits[0].entry.name == "python-pro" and hits[0].score >= 3
+    # best first throughout, and more than one score, so that the order is tested
+    scores = [h.score for h in search_all(session, world.a.members["viewer"], "review")]
+    assert len(set(scores)) > 1 and scores == sorted(scores, reverse=True), scores
 
 
 def test_prefix_finds_every_word_that_starts_with_it(
