@@ -235,6 +235,27 @@ def bench_requests_command(url: str | None, **options: Any) -> None:
     bench_requests.run(_args(_url(url), **options))
 
 
+@bench.command("search")
+@url_option
+@click.option("--entries", type=click.IntRange(min=1), default=1_000_000, help="entries in all")
+@click.option(
+    "--big", type=click.IntRange(min=1), default=300_000, help="entries the larger member sees"
+)
+@click.option(
+    "--mid", type=click.IntRange(min=1), default=30_000, help="entries the smaller member sees"
+)
+@click.option(
+    "--singles", default="50,500,5000", show_default=True, help="sizes of the single sources"
+)
+@click.option("--repeat", type=click.IntRange(min=1), default=200, help="measured runs per side")
+@click.option("--warmup", type=click.IntRange(min=0), default=20, help="unmeasured runs first")
+def bench_search_command(url: str | None, **options: Any) -> None:
+    """Catalog search as a member (definer function) vs the superuser's explicit filter."""
+    from skillmeat.tools import bench_search
+
+    bench_search.run(_args(_url(url), **options))
+
+
 @bench.command("scans")
 @url_option
 @click.option(

@@ -48,6 +48,8 @@ def test_usage_example_runs_as_written(scratch_url: str) -> None:
     assert "['skills/skill-0', 'skills/skill-1']" in stdout
     assert "is not a source visible to this user" in stdout
     assert "async: sources due for a rescan:" in stdout
+    assert "search: [('python-reviewer', " in stdout
+    assert "conflict: skill skill-0 -> ['skill-0', 'skill-0-extras']" in stdout
 
 
 def test_scans_worker_loop_runs_as_written(scratch_url: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from skillmeat.core.database import tenant_scope
@@ -172,6 +173,9 @@ def test_content_is_bounded_and_clean(field: str, value: Any) -> None:
 def test_exact_name_ranks_first(session: Session, catalog: dict[str, Any], world: World) -> None:
     hits = search_all(session, world.a.members["viewer"], "python-pro")
     assert hits[0].entry.name == "python-pro" and hits[0].score >= 3
+    # best first throughout, and more than one score, so that the order is tested
+    scores = [h.score for h in search_all(session, world.a.members["viewer"], "review")]
+    assert len(set(scores)) > 1 and scores == sorted(scores, reverse=True), scores
 
 
 def test_prefix_finds_every_word_that_starts_with_it(
@@ -448,6 +452,40 @@ def test_search_returns_exactly_the_rows_the_actor_can_read(
     assert len(readable) == (0 if actor == "outsider" else 5)
 
 
+def test_caller_given_sources_and_project_only_narrow(session: Session, world: World) -> None:
+    """The tenant filter comes from the verified identity, never from the caller: another
+    tenant's source_ids or project_id find nothing, in the library and in a direct call."""
+    conn = session.connection()
+    for tenant in (world.a, world.b):
+        conn.execute(
+            text(
+                "INSERT INTO marketplace_catalog_entries (source_id, artifact_type, detected_path, "
+                "upstream_url, detected_version_sha, confidence_score, name, description) "
+                "SELECT :s, 'agent', 'agents/n' || g, 'https://x.io/a', 'a', 50, 'narrow-' || g, "
+                "'Narrowing walrus' FROM generate_series(1, 3) g"
+            ),
+            {"s": tenant.source},
+        )
+    viewer = world.a.members["viewer"]
+    assert len(search_all(session, viewer, "walrus")) == 3
+    assert search_all(session, viewer, "walrus", source_ids=[world.b.source]) == []
+    assert search_all(session, viewer, "walrus", project_id=world.b.project) == []
+    mixed = search_all(session, viewer, "walrus", source_ids=[world.a.source, world.b.source])
+    assert {h.entry.source_id for h in mixed} == {world.a.source}
+    with conn.begin_nested() as sp:
+        act_as(conn, world, "viewer")
+        found = conn.execute(
+            text(
+                "SELECT count(*) FROM skillmeat_private.search_catalog(to_tsquery('simple', "
+                "'walrus'), NULL, NULL, NULL, NULL, NULL, CAST(:s AS uuid[]), NULL, NULL, false, "
+                "NULL, NULL, 100)"
+            ),
+            {"s": [world.b.source]},
+        ).scalar_one()
+        sp.rollback()
+    assert found == 0
+
+
 def test_admin_function_is_refused_to_members(session: Session, world: World) -> None:
     conn = session.connection()
     with conn.begin_nested() as sp:
@@ -521,3 +559,27 @@ def test_text_predicate_is_an_index_condition_in_the_definer_plan(
     assert text_conditions
     assert all("Index Cond" in line or "Recheck Cond" in line for line in text_conditions), joined
     assert "Seq Scan on marketplace_catalog_entries" not in joined, joined
+
+
+# --- the benchmark command, at tiny sizes --------------------------------------------------
+
+
+def test_bench_search_prints_every_scenario_and_target(
+    pg_server_url: URL, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from skillmeat import cli
+
+    argv = ["--url", pg_server_url.render_as_string(hide_password=False), "bench", "search"]
+    sizes = ["--entries", "6000", "--big", "3000", "--mid", "1000", "--singles", "50,500"]
+    assert cli.main([*argv, *sizes, "--repeat", "3", "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    for scenario in (
+        "member, 3,000 visible: rare",
+        "member, 1,000 visible: common",
+        "source of 500",
+    ):
+        assert scenario in out, out
+    assert "target every scenario <= 2x its baseline" in out
+    assert "target common <= 5x rare, member seeing 3,000" in out
+    assert "target no Seq Scan in the definer's plans" in out
+    assert "same page" in out
