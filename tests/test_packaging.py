@@ -98,6 +98,22 @@ def test_the_wheel_carries_its_migrations_and_runs_them(
                 url=shown,
             )
             assert library.stdout == "True\n", library.stderr
+            # ... and serves a member scope (the identity key from the environment).
+            scope = in_venv(
+                wheel_venv,
+                python,
+                "-c",
+                "import uuid\n"
+                "from sqlalchemy import text\n"
+                "from skillmeat.core.database import make_engine, make_session_factory, "
+                "tenant_scope\n"
+                "engine = make_engine(pool_size=1)\n"
+                "with make_session_factory(engine)() as s, "
+                "tenant_scope(s, user_id=uuid.uuid4()):\n"
+                "    print(s.execute(text('SELECT current_user, count(*) FROM projects')).one())",
+                url=target.render_as_string(hide_password=False),
+            )
+            assert scope.stdout == "('skillmeat_app', 0)\n", scope.stderr
         finally:
             drop_database(target)
     assert not os.path.exists(wheel_venv / "alembic.ini")
