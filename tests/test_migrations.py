@@ -36,6 +36,8 @@ RELEASED_REVISIONS = {
     "20261205_2310_ac48ebd7ed9a_projects_api.py": "29a53e33e9864e49",
     "20261206_0030_scan_lifecycle.py": "2719f59f2e9c7f27",
     "20261206_0030_scan_lifecycle.sql": "902c1b02814bb5dc",
+    "20261206_0050_tokens_and_links.py": "6df7fedd32a334a2",
+    "20261206_0050_tokens_and_links.sql": "b2768ce5487baa5a",
 }
 
 # Everything the chain creates outside pg_catalog/information_schema.

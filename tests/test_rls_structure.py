@@ -15,7 +15,10 @@ TABLES = [
     "marketplace_sources",
     "marketplace_catalog_entries",
     "marketplace_scans",
+    "marketplace_source_tokens",
+    "marketplace_source_links",
 ]
+HARVESTER_ROLE = "skillmeat_harvester"
 COMMANDS = ["SELECT", "INSERT", "UPDATE", "DELETE"]
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +79,13 @@ def test_policies_name_their_roles_and_update_checks_both_sides(
 ) -> None:
     for name, cmd, roles, qual, with_check in _policies(connection, table):
         assert "public" not in roles, f"{name} applies to PUBLIC"
-        assert set(roles) <= {APP_ROLE, ADMIN_ROLE, WORKER_ROLE, "skillmeat_definer"}, name
+        assert set(roles) <= {
+            APP_ROLE,
+            ADMIN_ROLE,
+            WORKER_ROLE,
+            "skillmeat_definer",
+            HARVESTER_ROLE,
+        }, name
         if cmd == "UPDATE":
             assert qual and with_check, f"{name} needs USING and WITH CHECK"
 
@@ -95,17 +104,20 @@ def test_security_definer_helpers_pin_search_path(connection: Connection) -> Non
         "member_project_ids",
         "member_source_ids",
         "project_keeps_an_owner",
+        "record_harvested_links",
     }
+    owners = {"record_harvested_links": HARVESTER_ROLE}
     for row in rows:
         assert row.proconfig == ["search_path=pg_catalog, pg_temp"], row.proname
         if row.prosecdef:
             # plpgsql caches its plans; a non-inlined SQL function re-plans every call
             assert row.lanname == "plpgsql", row.proname
-            assert row.rolname == "skillmeat_definer", row.proname
+            assert row.rolname == owners.get(row.proname, "skillmeat_definer"), row.proname
     executable: dict[str, list[str]] = dict(
         connection.execute(
             text(
-                "SELECT p.proname, array_agg(coalesce(g.rolname, 'PUBLIC') ORDER BY 1) "
+                "SELECT p.proname, array_agg(coalesce(g.rolname, 'PUBLIC') "
+                "ORDER BY coalesce(g.rolname, 'PUBLIC')) "
                 "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
                 "CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a "
                 "LEFT JOIN pg_roles g ON g.oid = a.grantee "
@@ -119,10 +131,14 @@ def test_security_definer_helpers_pin_search_path(connection: Connection) -> Non
         "current_user_id": ["PUBLIC"],
         "member_project_ids": [APP_ROLE],
         "member_source_ids": [APP_ROLE],
+        # creates discovered sources in the finder's project only (docs/usage.md)
+        "record_harvested_links": sorted([ADMIN_ROLE, WORKER_ROLE]),
     }
 
 
-@pytest.mark.parametrize("role", [APP_ROLE, ADMIN_ROLE, WORKER_ROLE, "skillmeat_definer"])
+@pytest.mark.parametrize(
+    "role", [APP_ROLE, ADMIN_ROLE, WORKER_ROLE, "skillmeat_definer", HARVESTER_ROLE]
+)
 def test_roles_are_plain_and_own_nothing(connection: Connection, role: str) -> None:
     attrs = connection.execute(
         text("SELECT rolsuper, rolbypassrls, rolcanlogin FROM pg_roles WHERE rolname = :r"),
@@ -133,7 +149,7 @@ def test_roles_are_plain_and_own_nothing(connection: Connection, role: str) -> N
         text(
             "SELECT count(*) FROM ("
             " SELECT relowner AS o FROM pg_class UNION ALL SELECT proowner FROM pg_proc"
-            "  WHERE proowner <> 0 AND :r <> 'skillmeat_definer'"
+            "  WHERE proowner <> 0 AND :r NOT IN ('skillmeat_definer', 'skillmeat_harvester')"
             " UNION ALL SELECT nspowner FROM pg_namespace UNION ALL SELECT typowner FROM pg_type"
             ") x WHERE o = (SELECT oid FROM pg_roles WHERE rolname = :r)"
         ),
@@ -251,6 +267,10 @@ WORKER_MAY = {
     "marketplace_sources": {"SELECT", "UPDATE"},
     "marketplace_catalog_entries": {"SELECT", "INSERT", "UPDATE"},
     "marketplace_scans": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+    # the token it scans with; UPDATE re-encrypts it (rotate_token_keys)
+    "marketplace_source_tokens": {"SELECT", "UPDATE"},
+    # written through record_harvested_links only
+    "marketplace_source_links": set(),
 }
 
 
@@ -284,9 +304,40 @@ def test_worker_columns_on_sources(connection: Connection) -> None:
         ],
         "UPDATE": ["last_error", "last_sync"],
     }
-    for table in (t for t in TABLES if t != "project_members"):
+    with_id = (
+        "projects",
+        "marketplace_sources",
+        "marketplace_catalog_entries",
+        "marketplace_scans",
+    )
+    for table in with_id:
         for command in ("INSERT", "UPDATE"):
             assert not connection.execute(
                 text("SELECT has_column_privilege(:r, :t, 'id', :c)"),
                 {"r": WORKER_ROLE, "t": f"public.{table}", "c": command},
             ).scalar_one(), (table, command)
+
+
+def test_no_request_role_reads_a_ciphertext(connection: Connection) -> None:
+    """Members may see that a token exists (source_id), never read it back."""
+    readable = {
+        (role, column): connection.execute(
+            text(
+                "SELECT has_column_privilege(:r, 'public.marketplace_source_tokens', :c, 'SELECT')"
+            ),
+            {"r": role, "c": column},
+        ).scalar_one()
+        for role in (APP_ROLE, "skillmeat_definer", HARVESTER_ROLE)
+        for column in ("source_id", "key_id", "nonce", "ciphertext", "updated_at")
+    }
+    assert {key for key, may in readable.items() if may} == {
+        (APP_ROLE, "source_id"),
+        (HARVESTER_ROLE, "source_id"),
+    }
+    public = connection.execute(
+        text(
+            "SELECT count(*) FROM information_schema.column_privileges "
+            "WHERE table_name = 'marketplace_source_tokens' AND grantee = 'PUBLIC'"
+        )
+    ).scalar_one()
+    assert public == 0
