@@ -315,3 +315,8 @@ def _enum(field: str, value: Any, enum_cls: type[E]) -> E:
     except ValueError:
         allowed = ", ".join(m.value for m in enum_cls)
         raise ValidationFailed(field, value, f"{value!r} is not allowed ({allowed})") from None
+
+
+# README link harvesting (links.py), same front door; imported last (it reads helpers above).
+from skillmeat.core.repositories.links import list_linked_sources as list_linked_sources  # noqa: E402
+from skillmeat.core.repositories.links import record_harvested_links as record_harvested_links  # noqa: E402
