@@ -282,6 +282,26 @@ def bench_scans_command(url: str | None, **options: Any) -> None:
     bench_scans.run(_args(_url(url), **options))
 
 
+@cli.command("rotate-token-keys")
+@url_option
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1, max=10_000),
+    default=500,
+    help="tokens re-encrypted per transaction",
+)
+def rotate_token_keys_command(url: str | None, batch_size: int) -> int:
+    """Re-encrypt every source token under the first key of SKILLMEAT_TOKEN_KEYS.
+
+    Resumable and idempotent (a transaction per batch); exits 2 when some tokens
+    were left alone because their key id is not configured or they do not decrypt.
+    """
+    from skillmeat.tools import rotate_tokens
+
+    report = rotate_tokens.run(_args(_url(url), batch_size=batch_size))
+    return 2 if report.left_alone else 0
+
+
 @cli.command("demo")
 @url_option
 @click.option("--keep", is_flag=True, help="keep the demo's projects")

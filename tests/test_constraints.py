@@ -132,6 +132,7 @@ CHECKS = {
         "manual_map": "ck_marketplace_sources_manual_map_object",
         "trust_level": "ck_marketplace_sources_trust_level",
         "visibility": "ck_marketplace_sources_visibility",
+        "harvest_limit": "ck_marketplace_sources_harvest_limit_range",
     },
     "marketplace_catalog_entries": {
         "artifact_type": "ck_marketplace_catalog_entries_artifact_type",
@@ -150,6 +151,8 @@ BOUNDS = {
         "ck_marketplace_sources_branch_or_ref_clean": "branch_or_ref",
         "ck_marketplace_sources_root_hint_clean": "root_hint",
         "ck_marketplace_sources_manual_map_size": "manual_map",
+        # Depth 1 (revision 5d2f8a41c7e9): tests/test_links.py refuses it.
+        "ck_marketplace_sources_discovered_never_harvests": "discovered_at",
     },
     "marketplace_catalog_entries": {
         "ck_marketplace_catalog_entries_detected_path_clean": "detected_path",
@@ -220,6 +223,7 @@ REFUSED: list[ParameterSet] = [
     ),
     *cases("marketplace_sources", "trust_level", ["trusted", "Signed", "UNSIGNED", ""]),
     *cases("marketplace_sources", "visibility", ["internal", "Public", "PRIVATE", ""]),
+    *cases("marketplace_sources", "harvest_limit", [-1, 21, 1000]),
     *cases(
         "marketplace_catalog_entries",
         "artifact_type",
@@ -290,6 +294,7 @@ ACCEPTED: list[ParameterSet] = [
     ),
     *cases("marketplace_sources", "trust_level", [level.value for level in TrustLevel]),
     *cases("marketplace_sources", "visibility", [v.value for v in Visibility]),
+    *cases("marketplace_sources", "harvest_limit", [0, 5, 20]),
     *cases("marketplace_catalog_entries", "artifact_type", [t.value for t in ArtifactType]),
     *cases("marketplace_catalog_entries", "status", [s.value for s in CatalogStatus]),
     *cases(
@@ -560,6 +565,7 @@ TIMESTAMP_COLUMNS = {
     ("marketplace_sources", "created_at"),
     ("marketplace_sources", "updated_at"),
     ("marketplace_sources", "last_sync"),
+    ("marketplace_sources", "discovered_at"),
     ("marketplace_catalog_entries", "created_at"),
     ("marketplace_catalog_entries", "updated_at"),
     ("marketplace_catalog_entries", "detected_at"),

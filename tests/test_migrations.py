@@ -38,6 +38,8 @@ RELEASED_REVISIONS = {
     "20261206_0030_scan_lifecycle.sql": "96ac71da541410ed",
     "20261206_0040_catalog_search.py": "261e535a62978dde",
     "20261206_0040_catalog_search.sql": "4702a3a87433aec4",
+    "20261206_0050_tokens_and_links.py": "7173bd9e3e507055",
+    "20261206_0050_tokens_and_links.sql": "245dfa539a6c14f9",
 }
 
 # Everything the chain creates outside pg_catalog/information_schema.

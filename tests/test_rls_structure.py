@@ -15,7 +15,10 @@ TABLES = [
     "marketplace_sources",
     "marketplace_catalog_entries",
     "marketplace_scans",
+    "marketplace_source_tokens",
+    "marketplace_source_links",
 ]
+HARVESTER_ROLE = "skillmeat_harvester"
 COMMANDS = ["SELECT", "INSERT", "UPDATE", "DELETE"]
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH_ROLE = "skillmeat_search"
@@ -84,6 +87,7 @@ def test_policies_name_their_roles_and_update_checks_both_sides(
             WORKER_ROLE,
             "skillmeat_definer",
             SEARCH_ROLE,
+            HARVESTER_ROLE,
         }, name
         if cmd == "UPDATE":
             assert qual and with_check, f"{name} needs USING and WITH CHECK"
@@ -106,21 +110,26 @@ def test_security_definer_helpers_pin_search_path(connection: Connection) -> Non
         "catalog_search_vector",
         "catalog_entry_default_name",
         *SEARCH_FUNCTIONS,
+        "record_harvested_links",
     }
+    owners = {"record_harvested_links": HARVESTER_ROLE}
     for row in rows:
         assert row.proconfig[0] == "search_path=pg_catalog, pg_temp", row.proname
         assert row.proconfig[1:] in ([], ["enable_seqscan=off"]), row.proname
         if row.prosecdef:
             # plpgsql caches its plans; a non-inlined SQL function re-plans every call
             assert row.lanname == "plpgsql", row.proname
-            owner = SEARCH_ROLE if row.proname in SEARCH_FUNCTIONS else "skillmeat_definer"
+            owner = (
+                SEARCH_ROLE
+                if row.proname in SEARCH_FUNCTIONS
+                else owners.get(row.proname, "skillmeat_definer")
+            )
             assert row.rolname == owner, row.proname
-        if row.proname in SEARCH_FUNCTIONS:
-            assert row.rolname == SEARCH_ROLE, row.proname
     executable: dict[str, list[str]] = dict(
         connection.execute(
             text(
-                "SELECT p.proname, array_agg(coalesce(g.rolname, 'PUBLIC') ORDER BY 1) "
+                "SELECT p.proname, array_agg(coalesce(g.rolname, 'PUBLIC') "
+                "ORDER BY coalesce(g.rolname, 'PUBLIC')) "
                 "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
                 "CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a "
                 "LEFT JOIN pg_roles g ON g.oid = a.grantee "
@@ -140,11 +149,14 @@ def test_security_definer_helpers_pin_search_path(connection: Connection) -> Non
         # search_core: its owner only (it trusts the sources it is given)
         "search_catalog": [APP_ROLE],
         "search_catalog_admin": [ADMIN_ROLE],
+        # creates discovered sources in the finder's project only (docs/usage.md)
+        "record_harvested_links": sorted([ADMIN_ROLE, WORKER_ROLE]),
     }
 
 
 @pytest.mark.parametrize(
-    "role", [APP_ROLE, ADMIN_ROLE, WORKER_ROLE, "skillmeat_definer", SEARCH_ROLE]
+    "role",
+    [APP_ROLE, ADMIN_ROLE, WORKER_ROLE, "skillmeat_definer", SEARCH_ROLE, HARVESTER_ROLE],
 )
 def test_roles_are_plain_and_own_nothing(connection: Connection, role: str) -> None:
     attrs = connection.execute(
@@ -156,7 +168,8 @@ def test_roles_are_plain_and_own_nothing(connection: Connection, role: str) -> N
         text(
             "SELECT count(*) FROM ("
             " SELECT relowner AS o FROM pg_class UNION ALL SELECT proowner FROM pg_proc"
-            "  WHERE proowner <> 0 AND :r NOT IN ('skillmeat_definer', 'skillmeat_search')"
+            "  WHERE proowner <> 0 AND :r NOT IN "
+            "('skillmeat_definer', 'skillmeat_search', 'skillmeat_harvester')"
             " UNION ALL SELECT nspowner FROM pg_namespace UNION ALL SELECT typowner FROM pg_type"
             ") x WHERE o = (SELECT oid FROM pg_roles WHERE rolname = :r)"
         ),
@@ -285,6 +298,10 @@ WORKER_MAY = {
     "marketplace_sources": {"SELECT", "UPDATE"},
     "marketplace_catalog_entries": {"SELECT", "INSERT", "UPDATE"},
     "marketplace_scans": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+    # the token it scans with; UPDATE re-encrypts it (rotate_token_keys)
+    "marketplace_source_tokens": {"SELECT", "UPDATE"},
+    # written through record_harvested_links only
+    "marketplace_source_links": set(),
 }
 
 
@@ -318,7 +335,13 @@ def test_worker_columns_on_sources(connection: Connection) -> None:
         ],
         "UPDATE": ["last_error", "last_sync"],
     }
-    for table in (t for t in TABLES if t != "project_members"):
+    with_id = (
+        "projects",
+        "marketplace_sources",
+        "marketplace_catalog_entries",
+        "marketplace_scans",
+    )
+    for table in with_id:
         for command in ("INSERT", "UPDATE"):
             assert not connection.execute(
                 text("SELECT has_column_privilege(:r, :t, 'id', :c)"),
@@ -367,3 +390,28 @@ def test_search_role_reads_only_what_search_needs(connection: Connection) -> Non
     for table in TABLES:
         for command in ("INSERT", "UPDATE", "DELETE"):
             assert not _may(connection, SEARCH_ROLE, table, command), (table, command)
+
+
+def test_no_request_role_reads_a_ciphertext(connection: Connection) -> None:
+    """Members may see that a token exists (source_id), never read it back."""
+    readable = {
+        (role, column): connection.execute(
+            text(
+                "SELECT has_column_privilege(:r, 'public.marketplace_source_tokens', :c, 'SELECT')"
+            ),
+            {"r": role, "c": column},
+        ).scalar_one()
+        for role in (APP_ROLE, "skillmeat_definer", HARVESTER_ROLE)
+        for column in ("source_id", "key_id", "nonce", "ciphertext", "updated_at")
+    }
+    assert {key for key, may in readable.items() if may} == {
+        (APP_ROLE, "source_id"),
+        (HARVESTER_ROLE, "source_id"),
+    }
+    public = connection.execute(
+        text(
+            "SELECT count(*) FROM information_schema.column_privileges "
+            "WHERE table_name = 'marketplace_source_tokens' AND grantee = 'PUBLIC'"
+        )
+    ).scalar_one()
+    assert public == 0

@@ -129,3 +129,32 @@ class LeaseLost(SkillmeatError):
 
     def __reduce__(self) -> tuple[type["LeaseLost"], tuple[object]]:
         return (type(self), (self.scan_id,))
+
+
+class TokenDecryptionFailed(SkillmeatError):
+    """A stored token did not decrypt: its key id is not configured, or the ciphertext
+    was not made for this source with that key (tampered, copied from another row, or
+    a different key under the same id). Names the source and key id, never a secret."""
+
+    def __init__(self, source_id: object, key_id: str, reason: str) -> None:
+        super().__init__(f"source_id: {source_id}: the token under key {key_id!r} {reason}")
+        self.source_id = source_id
+        self.key_id = key_id
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type["TokenDecryptionFailed"], tuple[object, str, str]]:
+        return (type(self), (self.source_id, self.key_id, self.reason))
+
+
+class TokenKeyUnknown(TokenDecryptionFailed):
+    """The token's key id is not in SKILLMEAT_TOKEN_KEYS (removed too early, or never set)."""
+
+    def __init__(self, source_id: object, key_id: str) -> None:
+        super().__init__(
+            source_id,
+            key_id,
+            "cannot be decrypted: that key id is not in SKILLMEAT_TOKEN_KEYS",
+        )
+
+    def __reduce__(self) -> tuple[type["TokenKeyUnknown"], tuple[object, str]]:  # type: ignore[override]
+        return (type(self), (self.source_id, self.key_id))

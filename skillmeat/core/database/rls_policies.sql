@@ -572,3 +572,171 @@ REVOKE ALL ON FUNCTION skillmeat_private.search_catalog(tsquery, text, text, tex
 REVOKE ALL ON FUNCTION skillmeat_private.search_catalog_admin(tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION skillmeat_private.search_catalog(tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) TO skillmeat_app;
 GRANT EXECUTE ON FUNCTION skillmeat_private.search_catalog_admin(tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) TO skillmeat_admin;
+
+-- ================================================================ tokens and links
+-- (revision 20261206_0050_tokens_and_links; docs/security.md, "Tokens")
+
+-- ---------------------------------------------------------------- marketplace_source_tokens
+-- A source's GitHub token, AES-256-GCM encrypted by the backend before it reaches SQL
+-- (skillmeat/core/crypto.py): no statement, WAL record or dead tuple holds the
+-- plaintext. Editors write it (set, replace, clear) and every member may see that
+-- one exists (SELECT of source_id only: has_token), never read it back: no request
+-- role may SELECT key_id, nonce or ciphertext. set_source_token upserts with bind
+-- parameters, not EXCLUDED.* (reading EXCLUDED.ciphertext needs SELECT on it).
+-- The worker reads it to scan (and re-encrypts it: rotation); admin does everything.
+ALTER TABLE public.marketplace_source_tokens ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.marketplace_source_tokens FORCE ROW LEVEL SECURITY;
+GRANT SELECT (source_id), INSERT (source_id, key_id, nonce, ciphertext),
+      UPDATE (key_id, nonce, ciphertext, updated_at), DELETE
+   ON public.marketplace_source_tokens TO skillmeat_app;
+GRANT SELECT, DELETE ON public.marketplace_source_tokens TO skillmeat_admin;
+GRANT INSERT (source_id, key_id, nonce, ciphertext), UPDATE (key_id, nonce, ciphertext, updated_at)
+   ON public.marketplace_source_tokens TO skillmeat_admin;
+GRANT SELECT, UPDATE (key_id, nonce, ciphertext, updated_at)
+   ON public.marketplace_source_tokens TO skillmeat_worker;
+
+CREATE POLICY marketplace_source_tokens_app_select ON public.marketplace_source_tokens FOR SELECT TO skillmeat_app
+    USING (source_id = ANY ((SELECT skillmeat_private.member_source_ids('viewer'))::uuid[]));
+CREATE POLICY marketplace_source_tokens_app_insert ON public.marketplace_source_tokens FOR INSERT TO skillmeat_app
+    WITH CHECK (source_id = ANY ((SELECT skillmeat_private.member_source_ids('editor'))::uuid[]));
+CREATE POLICY marketplace_source_tokens_app_update ON public.marketplace_source_tokens FOR UPDATE TO skillmeat_app
+    USING (source_id = ANY ((SELECT skillmeat_private.member_source_ids('editor'))::uuid[]))
+    WITH CHECK (source_id = ANY ((SELECT skillmeat_private.member_source_ids('editor'))::uuid[]));
+CREATE POLICY marketplace_source_tokens_app_delete ON public.marketplace_source_tokens FOR DELETE TO skillmeat_app
+    USING (source_id = ANY ((SELECT skillmeat_private.member_source_ids('editor'))::uuid[]));
+CREATE POLICY marketplace_source_tokens_admin_select ON public.marketplace_source_tokens FOR SELECT TO skillmeat_admin USING (true);
+CREATE POLICY marketplace_source_tokens_admin_insert ON public.marketplace_source_tokens FOR INSERT TO skillmeat_admin WITH CHECK (true);
+CREATE POLICY marketplace_source_tokens_admin_update ON public.marketplace_source_tokens FOR UPDATE TO skillmeat_admin USING (true) WITH CHECK (true);
+CREATE POLICY marketplace_source_tokens_admin_delete ON public.marketplace_source_tokens FOR DELETE TO skillmeat_admin USING (true);
+CREATE POLICY marketplace_source_tokens_worker_select ON public.marketplace_source_tokens FOR SELECT TO skillmeat_worker USING (true);
+CREATE POLICY marketplace_source_tokens_worker_update ON public.marketplace_source_tokens FOR UPDATE TO skillmeat_worker USING (true) WITH CHECK (true);
+
+-- ---------------------------------------------------------------- harvesting: sources' columns
+-- Members turn harvesting on and set its limit; discovered_at/discovered_by are
+-- written only by the harvest helper below (a CHECK keeps a discovered source from
+-- ever harvesting: depth 1).
+GRANT INSERT (harvest_links, harvest_limit), UPDATE (harvest_links, harvest_limit)
+   ON public.marketplace_sources TO skillmeat_app, skillmeat_admin;
+
+-- ---------------------------------------------------------------- marketplace_source_links
+-- Which repositories a source's README linked (in README order). Members read the
+-- links of their projects' sources; only the harvest helper writes them (the worker
+-- calls it); admin does everything.
+ALTER TABLE public.marketplace_source_links ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.marketplace_source_links FORCE ROW LEVEL SECURITY;
+GRANT SELECT ON public.marketplace_source_links TO skillmeat_app;
+GRANT SELECT, DELETE ON public.marketplace_source_links TO skillmeat_admin;
+GRANT INSERT (source_id, linked_source_id, position), UPDATE (position)
+   ON public.marketplace_source_links TO skillmeat_admin;
+
+CREATE POLICY marketplace_source_links_app_select ON public.marketplace_source_links FOR SELECT TO skillmeat_app
+    USING (source_id = ANY ((SELECT skillmeat_private.member_source_ids('viewer'))::uuid[]));
+CREATE POLICY marketplace_source_links_admin_select ON public.marketplace_source_links FOR SELECT TO skillmeat_admin USING (true);
+CREATE POLICY marketplace_source_links_admin_insert ON public.marketplace_source_links FOR INSERT TO skillmeat_admin WITH CHECK (true);
+CREATE POLICY marketplace_source_links_admin_update ON public.marketplace_source_links FOR UPDATE TO skillmeat_admin USING (true) WITH CHECK (true);
+CREATE POLICY marketplace_source_links_admin_delete ON public.marketplace_source_links FOR DELETE TO skillmeat_admin USING (true);
+
+-- ---------------------------------------------------------------- the harvest helper
+-- The worker may not create sources or read their projects; harvesting needs both,
+-- within the finder's project only. skillmeat_harvester (NOLOGIN NOINHERIT, no
+-- members but a non-superuser migrator) owns the one function that does it.
+DO $harvester$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'skillmeat_harvester') THEN
+        BEGIN
+            CREATE ROLE skillmeat_harvester NOLOGIN NOINHERIT;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles
+               WHERE rolname = 'skillmeat_harvester' AND (rolsuper OR rolbypassrls)) THEN
+        RAISE EXCEPTION 'role skillmeat_harvester exists with SUPERUSER or BYPASSRLS: row-level security would not apply to it'
+            USING HINT = 'ALTER ROLE skillmeat_harvester NOSUPERUSER NOBYPASSRLS';
+    END IF;
+    IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+        EXECUTE format('GRANT skillmeat_harvester TO %I', current_user);
+    END IF;
+END
+$harvester$;
+
+GRANT SELECT, INSERT (project_id, repo_url, discovered_at, discovered_by)
+   ON public.marketplace_sources TO skillmeat_harvester;
+GRANT SELECT, INSERT (source_id, linked_source_id, position), UPDATE (position), DELETE
+   ON public.marketplace_source_links TO skillmeat_harvester;
+GRANT SELECT (source_id) ON public.marketplace_source_tokens TO skillmeat_harvester;
+CREATE POLICY marketplace_sources_harvester_select ON public.marketplace_sources FOR SELECT TO skillmeat_harvester USING (true);
+CREATE POLICY marketplace_sources_harvester_insert ON public.marketplace_sources FOR INSERT TO skillmeat_harvester
+    WITH CHECK (discovered_at IS NOT NULL AND discovered_by IS NOT NULL AND NOT harvest_links);
+CREATE POLICY marketplace_source_links_harvester_select ON public.marketplace_source_links FOR SELECT TO skillmeat_harvester USING (true);
+CREATE POLICY marketplace_source_links_harvester_insert ON public.marketplace_source_links FOR INSERT TO skillmeat_harvester WITH CHECK (true);
+CREATE POLICY marketplace_source_links_harvester_update ON public.marketplace_source_links FOR UPDATE TO skillmeat_harvester USING (true) WITH CHECK (true);
+CREATE POLICY marketplace_source_links_harvester_delete ON public.marketplace_source_links FOR DELETE TO skillmeat_harvester USING (true);
+CREATE POLICY marketplace_source_tokens_harvester_select ON public.marketplace_source_tokens FOR SELECT TO skillmeat_harvester USING (true);
+
+-- The finder's links become `repo_urls` (canonical https://github.com/<owner>/<repo>,
+-- parsed by the backend; the CHECK on repo_url refuses anything else): the finder
+-- itself and case-insensitive duplicates dropped, the first harvest_limit kept in
+-- order, each linked to the project's source of that repository or to a new
+-- discovered one; links not reported again are dropped (their sources stay). A
+-- source that does not harvest (harvest_links false, or discovered: depth 1) gets
+-- nothing written and an empty result. Returns the linked sources, in order.
+CREATE FUNCTION skillmeat_private.record_harvested_links(finder uuid, repo_urls text[])
+    RETURNS TABLE (link_position integer, source jsonb)
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    src record;
+    url text;
+    linked uuid;
+    kept uuid[] := '{}';
+    seen text[] := '{}';
+BEGIN
+    SELECT s.project_id, s.repo_url, s.harvest_links, s.harvest_limit, s.discovered_at
+      INTO src FROM public.marketplace_sources s WHERE s.id = finder;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'source_id: % is not a source', finder USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NOT src.harvest_links OR src.discovered_at IS NOT NULL THEN
+        RETURN;
+    END IF;
+    FOREACH url IN ARRAY coalesce(repo_urls, '{}') LOOP
+        EXIT WHEN cardinality(kept) >= src.harvest_limit;
+        CONTINUE WHEN url IS NULL OR lower(url) = lower(src.repo_url) OR lower(url) = ANY (seen);
+        seen := seen || lower(url);
+        linked := NULL;
+        SELECT s.id INTO linked FROM public.marketplace_sources s
+         WHERE s.project_id = src.project_id AND lower(s.repo_url) = lower(url);
+        IF linked IS NULL THEN
+            INSERT INTO public.marketplace_sources (project_id, repo_url, discovered_at, discovered_by)
+            VALUES (src.project_id, url, now(), finder)
+            ON CONFLICT (project_id, lower(repo_url)) DO NOTHING
+            RETURNING id INTO linked;
+        END IF;
+        IF linked IS NULL THEN  -- a concurrent harvest created it meanwhile
+            SELECT s.id INTO STRICT linked FROM public.marketplace_sources s
+             WHERE s.project_id = src.project_id AND lower(s.repo_url) = lower(url);
+        END IF;
+        INSERT INTO public.marketplace_source_links (source_id, linked_source_id, position)
+        VALUES (finder, linked, cardinality(kept))
+        ON CONFLICT (source_id, linked_source_id) DO UPDATE SET position = excluded.position;
+        kept := kept || linked;
+    END LOOP;
+    DELETE FROM public.marketplace_source_links l
+     WHERE l.source_id = finder AND l.linked_source_id <> ALL (kept);
+    RETURN QUERY
+        SELECT l.position, to_jsonb(s) || jsonb_build_object('has_token', EXISTS (
+                   SELECT 1 FROM public.marketplace_source_tokens t WHERE t.source_id = s.id))
+          FROM public.marketplace_source_links l
+          JOIN public.marketplace_sources s ON s.id = l.linked_source_id
+         WHERE l.source_id = finder
+         ORDER BY l.position;
+END
+$$;
+
+GRANT CREATE ON SCHEMA skillmeat_private TO skillmeat_harvester;
+ALTER FUNCTION skillmeat_private.record_harvested_links(uuid, text[]) OWNER TO skillmeat_harvester;
+REVOKE CREATE ON SCHEMA skillmeat_private FROM skillmeat_harvester;
+REVOKE ALL ON FUNCTION skillmeat_private.record_harvested_links(uuid, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION skillmeat_private.record_harvested_links(uuid, text[]) TO skillmeat_worker, skillmeat_admin;

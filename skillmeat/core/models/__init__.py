@@ -9,9 +9,11 @@ from skillmeat.core.models.enums import (
     TrustLevel,
     Visibility,
 )
+from skillmeat.core.models.links import MarketplaceSourceLink
 from skillmeat.core.models.marketplace import MarketplaceCatalogEntry, MarketplaceSource
 from skillmeat.core.models.project import Project, ProjectMember
 from skillmeat.core.models.scans import MarketplaceScan
+from skillmeat.core.models.tokens import MarketplaceSourceToken
 
 __all__ = [
     "NAMING_CONVENTION",
@@ -21,6 +23,8 @@ __all__ = [
     "MarketplaceCatalogEntry",
     "MarketplaceScan",
     "MarketplaceSource",
+    "MarketplaceSourceLink",
+    "MarketplaceSourceToken",
     "MemberRole",
     "Project",
     "ProjectMember",

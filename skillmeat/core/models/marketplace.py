@@ -10,6 +10,7 @@ from sqlalchemy import (
     Double,
     ForeignKey,
     Index,
+    Integer,
     Text,
     UniqueConstraint,
     func,
@@ -38,6 +39,11 @@ REPO_URL_CHECK = (
     "AND char_length(split_part(repo_url, '/', 4)) <= 39 "
     "AND repo_url !~* '\\.git$' AND split_part(repo_url, '/', 5) NOT IN ('.', '..')"
 )
+
+
+MAX_HARVEST_LIMIT = 20
+HARVEST_LIMIT_CHECK = f"harvest_limit >= 0 AND harvest_limit <= {MAX_HARVEST_LIMIT}"
+DISCOVERED_NEVER_HARVESTS_CHECK = "discovered_at IS NULL OR NOT harvest_links"
 
 
 def relative_path_check(column: str) -> str:
@@ -110,6 +116,10 @@ class MarketplaceSource(UUIDPrimaryKeyMixin, TimestampMixin, Base):
         ),
         # Path 7 (rescan scheduler across all projects, admin) reads it in order.
         Index("ix_marketplace_sources_last_sync", text("last_sync NULLS FIRST")),
+        # Harvesting: how many linked repositories a README may add, and depth 1.
+        CheckConstraint(HARVEST_LIMIT_CHECK, name="harvest_limit_range"),
+        CheckConstraint(DISCOVERED_NEVER_HARVESTS_CHECK, name="discovered_never_harvests"),
+        Index(None, "discovered_by"),
     )
 
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
@@ -124,6 +134,15 @@ class MarketplaceSource(UUIDPrimaryKeyMixin, TimestampMixin, Base):
     )
     visibility: Mapped[Visibility] = mapped_column(
         text_enum(Visibility, "visibility"), server_default=Visibility.PRIVATE.value
+    )
+    # --- README link harvesting (docs/usage.md, "Discovered repositories") ---
+    harvest_links: Mapped[bool] = mapped_column(server_default=text("false"))
+    harvest_limit: Mapped[int] = mapped_column(Integer, server_default=text("5"))
+    # Set when harvesting created the source (depth 1: it never harvests itself);
+    # discovered_by names the source whose README linked it, while that one exists.
+    discovered_at: Mapped[dt.datetime | None]
+    discovered_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("marketplace_sources.id", ondelete="SET NULL")
     )
 
     project: Mapped[Project] = relationship()

@@ -50,6 +50,12 @@ from skillmeat.core.repositories.sync import SyncResult as SyncResult
 from skillmeat.core.repositories.sync import lock_source
 from skillmeat.core.repositories.sync import mark_imported as mark_imported
 from skillmeat.core.repositories.sync import sync_catalog as sync_catalog
+
+# Tokens at rest (tokens.py) and README link harvesting (links.py), same front door.
+from skillmeat.core.repositories.tokens import RotationReport as RotationReport
+from skillmeat.core.repositories.tokens import clear_source_token as clear_source_token
+from skillmeat.core.repositories.tokens import rotate_token_keys as rotate_token_keys
+from skillmeat.core.repositories.tokens import set_source_token as set_source_token
 from skillmeat.core.schemas.marketplace import (
     CatalogEntryRead,
     SourceCreate,
@@ -94,7 +100,8 @@ def get_source(session: Session, source_id: uuid.UUID) -> SourceRead:
     row = session.execute(paths.with_latest_scan().where(Source.id == source_id)).first()
     if row is None:
         raise NotFound(f"source_id: {source_id} is not a source visible to this user")
-    return _source_read(row)
+    [source] = with_has_token(session, [_source_read(row)])
+    return source
 
 
 def _source_read(row: Any) -> SourceRead:
@@ -103,6 +110,14 @@ def _source_read(row: Any) -> SourceRead:
     return SourceRead.model_validate(source).model_copy(
         update={"scan_state": scan_state, "next_scan_at": next_scan_at}
     )
+
+
+def with_has_token(session: Session, sources: list[SourceRead]) -> list[SourceRead]:
+    """The sources with `has_token` read in one query (never the token or its ciphertext)."""
+    if not sources:
+        return sources
+    with_tokens = set(session.execute(paths.sources_with_tokens([s.id for s in sources])).scalars())
+    return [s.model_copy(update={"has_token": s.id in with_tokens}) for s in sources]
 
 
 def update_source(session: Session, source_id: uuid.UUID, changes: SourceUpdate) -> SourceRead:
@@ -156,7 +171,7 @@ def list_sources(
     _check_limit(limit)
     after = paths.decode_cursor(cursor, "last_sync") if cursor else None
     rows = list(session.execute(paths.sources_page(project_id, limit=limit, after=after)).all())
-    items = [_source_read(row) for row in rows[:limit]]
+    items = with_has_token(session, [_source_read(row) for row in rows[:limit]])
     next_cursor = None
     if len(rows) > limit:
         last = items[-1]
@@ -177,7 +192,7 @@ def stale_sources(
     if cutoff.tzinfo is None:
         raise ValidationFailed("older_than", older_than, "must be timezone-aware (e.g. UTC)")
     rows = session.execute(paths.stale_sources(older_than=cutoff, limit=limit)).scalars()
-    return [SourceRead.model_validate(row) for row in rows]
+    return with_has_token(session, [SourceRead.model_validate(row) for row in rows])
 
 
 # --- catalog ------------------------------------------------------------------------
@@ -295,3 +310,8 @@ def record_sync_failure(session: Session, source_id: uuid.UUID, message: str) ->
 
 _check_limit = check_limit
 _enum = enum_value
+
+
+# README link harvesting (links.py), same front door; imported last (it reads helpers above).
+from skillmeat.core.repositories.links import list_linked_sources as list_linked_sources  # noqa: E402
+from skillmeat.core.repositories.links import record_harvested_links as record_harvested_links  # noqa: E402

@@ -42,6 +42,7 @@ from skillmeat.core.models import (
     MarketplaceCatalogEntry,
     MarketplaceScan,
     MarketplaceSource,
+    MarketplaceSourceToken,
     ScanState,
 )
 
@@ -49,6 +50,7 @@ AnySelect: TypeAlias = Select[*tuple[Any, ...]]
 Entry = MarketplaceCatalogEntry
 Source = MarketplaceSource
 Scan = MarketplaceScan
+SourceToken = MarketplaceSourceToken
 
 MAX_PAGE = 500
 
@@ -260,6 +262,13 @@ def with_latest_scan() -> AnySelect:
         .lateral("latest_scan")
     )
     return select(Source, latest.c.scan_state, latest.c.next_scan_at).outerjoin(latest, true())
+
+
+def sources_with_tokens(source_ids: Sequence[uuid.UUID]) -> AnySelect:
+    """Which of these sources have a stored token: the tokens' primary key, the one
+    column of marketplace_source_tokens the request roles may read. A second query
+    after a page, not a column of path 5 (its plan stays what docs/performance.md shows)."""
+    return select(SourceToken.source_id).where(SourceToken.source_id.in_(source_ids))
 
 
 def sources_page(

@@ -33,6 +33,7 @@ from skillmeat.core.repositories import query_paths as paths
 from skillmeat.core.repositories.common import check_id
 from skillmeat.core.repositories.marketplace import MAX_ERROR_LENGTH, Page
 from skillmeat.core.repositories.sync import SyncResult, sync_catalog
+from skillmeat.core.repositories.tokens import open_claimed_token
 from skillmeat.core.schemas.marketplace import DetectedArtifact, validate_artifacts
 from skillmeat.core.schemas.scans import ClaimedScan, ScanHealth, ScanRead, ScanStats
 
@@ -166,6 +167,7 @@ def list_scans(
 # One round trip: the due scans in claim order from the partial index of queued
 # scans (its size is the queue's, not the history's), locked SKIP LOCKED so
 # concurrent claimers take disjoint rows, then marked running with a new token.
+# The source's encrypted token comes along (decrypted in Python, never in SQL).
 CLAIM_SQL = """
 WITH due AS (
     SELECT id FROM marketplace_scans
@@ -173,16 +175,21 @@ WITH due AS (
      ORDER BY not_before, id
      LIMIT :limit
        FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE marketplace_scans s
+       SET state = 'running', attempts = s.attempts + 1, worker = :worker,
+           lease_token = gen_random_uuid(), lease_expires_at = clock_timestamp() + :lease,
+           started_at = clock_timestamp(), heartbeat_at = clock_timestamp(), finished_at = NULL
+      FROM due, marketplace_sources src
+     WHERE s.id = due.id AND src.id = s.source_id
+    RETURNING s.id AS scan_id, s.source_id, src.repo_url, src.branch_or_ref, src.root_hint,
+              src.manual_map, s.attempts AS attempt, s.lease_token, s.lease_expires_at,
+              s.not_before
 )
-UPDATE marketplace_scans s
-   SET state = 'running', attempts = s.attempts + 1, worker = :worker,
-       lease_token = gen_random_uuid(), lease_expires_at = clock_timestamp() + :lease,
-       started_at = clock_timestamp(), heartbeat_at = clock_timestamp(), finished_at = NULL
-  FROM due, marketplace_sources src
- WHERE s.id = due.id AND src.id = s.source_id
-RETURNING s.id AS scan_id, s.source_id, src.repo_url, src.branch_or_ref, src.root_hint,
-          src.manual_map, s.attempts AS attempt, s.lease_token, s.lease_expires_at,
-          s.not_before
+SELECT c.*, tok.key_id AS token_key_id, tok.nonce AS token_nonce,
+       tok.ciphertext AS token_ciphertext
+  FROM claimed c LEFT JOIN marketplace_source_tokens tok ON tok.source_id = c.source_id
 """
 
 
@@ -205,7 +212,12 @@ def claim_scans(
             ).all()
         )
     rows.sort(key=lambda r: (r.not_before, r.scan_id))
-    return [ClaimedScan.model_validate(row._asdict()) for row in rows]
+    claims = []
+    for row in rows:
+        fields = {k: v for k, v in row._asdict().items() if not k.startswith("token_")}
+        token = open_claimed_token(row.source_id, row)
+        claims.append(ClaimedScan.model_validate(fields | {"token": token}))
+    return claims
 
 
 def heartbeat_scan(

@@ -406,6 +406,14 @@ def _confidence(value: Any) -> float:
 ConfidenceScore = Annotated[float, BeforeValidator(_confidence)]
 
 
+# --- harvesting (README links) -------------------------------------------------------
+
+DEFAULT_HARVEST_LIMIT = 5
+MAX_HARVEST_LIMIT = 20  # the CHECK harvest_limit_range holds the same
+HarvestLinks = Annotated[bool, Field(strict=True)]
+HarvestLimit = Annotated[int, Field(strict=True, ge=0, le=MAX_HARVEST_LIMIT)]
+
+
 # --- inputs ------------------------------------------------------------------------
 
 
@@ -425,6 +433,9 @@ class SourceCreate(BaseModel):
     manual_map: ManualMap = Field(default_factory=dict)
     trust_level: TrustLevel = TrustLevel.UNSIGNED
     visibility: Visibility = Visibility.PRIVATE
+    # README link harvesting (record_harvested_links): off unless asked for.
+    harvest_links: HarvestLinks = False
+    harvest_limit: HarvestLimit = DEFAULT_HARVEST_LIMIT
 
     def manual_map_json(self) -> dict[str, list[str]]:
         """manual_map with plain string keys, ready for the jsonb column."""
@@ -446,6 +457,8 @@ class SourceUpdate(BaseModel):
     manual_map: ManualMap | None = None
     trust_level: TrustLevel | None = None
     visibility: Visibility | None = None
+    harvest_links: HarvestLinks | None = None
+    harvest_limit: HarvestLimit | None = None
 
     def manual_map_json(self) -> dict[str, list[str]] | None:
         """manual_map with plain string keys (None when not being changed)."""
@@ -665,6 +678,14 @@ class SourceRead(BaseModel):
     # is due; read by the listing in the same query (a lateral join).
     scan_state: ScanState | None = None
     next_scan_at: dt.datetime | None = None
+    # Whether an encrypted token is stored (never the token or its ciphertext).
+    has_token: bool = False
+    harvest_links: bool = False
+    harvest_limit: int = DEFAULT_HARVEST_LIMIT
+    # Set when README harvesting created the source; discovered_by is the source
+    # whose README linked it (None once that one is deleted).
+    discovered_at: dt.datetime | None = None
+    discovered_by: uuid.UUID | None = None
 
 
 class CatalogEntryRead(BaseModel):

@@ -4,7 +4,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from skillmeat.core.models.enums import ScanState
 
@@ -72,6 +72,10 @@ class ClaimedScan(BaseModel):
     attempt: int
     lease_token: uuid.UUID
     lease_expires_at: dt.datetime
+    # The source's GitHub token, decrypted for the worker (None: none stored, or its
+    # key id is not in SKILLMEAT_TOKEN_KEYS; a log line names the source). Masked
+    # in repr and str: `token.get_secret_value()` where the clone needs it.
+    token: SecretStr | None = None
 
 
 class ScanHealth(BaseModel):
