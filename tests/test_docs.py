@@ -47,6 +47,7 @@ def test_usage_example_runs_as_written(scratch_url: str) -> None:
     assert "is already a source of this project" in stdout
     assert "['skills/skill-0', 'skills/skill-1']" in stdout
     assert "permission denied" in stdout
+    assert "['https://github.com/Acme/tools', 'https://github.com/acme/more']" in stdout
 
 
 def test_scans_worker_loop_runs_as_written(scratch_url: str) -> None:
