@@ -50,6 +50,7 @@ def test_usage_example_runs_as_written(scratch_url: str) -> None:
     assert "async: sources due for a rescan:" in stdout
     assert "search: [('python-reviewer', " in stdout
     assert "conflict: skill skill-0 -> ['skill-0', 'skill-0-extras']" in stdout
+    assert "['https://github.com/Acme/tools', 'https://github.com/acme/more']" in stdout
 
 
 def test_scans_worker_loop_runs_as_written(scratch_url: str) -> None:
