@@ -6,10 +6,8 @@ about 300,000 entries, one who sees about 30,000, single sources of 50/500/5,000
 entries (searched with `source_ids=`) and the rest in other tenants' sources. For
 each scenario, interleaved in one run:
 
-- `search_entries` as that member inside an open tenant_scope, as the library runs
-  (stems, the SECURITY DEFINER search, the page read under the caller's RLS); the
-  scope's own entry is per request, not per query (`bench requests` measures it),
-  so it is outside the timing, as in `bench queries`;
+- `search_entries` as that member, through tenant_scope, as the library runs
+  (stems, the SECURITY DEFINER search, the page read under the caller's RLS);
 - the superuser's explicit query: the same parse and stems, then search_core's
   first statement (the same bounded candidates, score and order) with
   `source_id = ANY(<that member's sources>)` spelled out, and the same page read.
@@ -437,29 +435,15 @@ def _member(session: Session, s: Scenario) -> list[uuid.UUID]:
     return [h.entry.id for h in page.items]
 
 
+def _explicit(session: Session, s: Scenario) -> list[uuid.UUID]:
+    with session.begin():
+        return [e.id for e in explicit_search(session, s.term, s.sources)]
+
+
 def _timed(fn: Callable[[], list[uuid.UUID]]) -> tuple[float, list[uuid.UUID]]:
     start = time.perf_counter_ns()
     ids = fn()
     return (time.perf_counter_ns() - start) / 1e6, ids
-
-
-def _member_query(session: Session, s: Scenario) -> tuple[float, list[uuid.UUID]]:
-    """The search alone, inside an open scope (as bench queries times statements):
-    entering a scope is per request, and bench requests measures it."""
-    with tenant_scope(session, user_id=s.user):
-        return _timed(
-            lambda: [
-                h.entry.id
-                for h in search_entries(
-                    session, s.term, source_ids=s.sources if s.narrowed else None, limit=PAGE
-                ).items
-            ]
-        )
-
-
-def _explicit_query(session: Session, s: Scenario) -> tuple[float, list[uuid.UUID]]:
-    with session.begin():
-        return _timed(lambda: [e.id for e in explicit_search(session, s.term, s.sources)])
 
 
 def measure(engine: Engine, s: Scenario, repeat: int, warmup: int) -> Result:
@@ -468,11 +452,12 @@ def measure(engine: Engine, s: Scenario, repeat: int, warmup: int) -> Result:
     explicit_times: list[float] = []
     same = True
     with Session(engine) as ms, Session(engine) as bs:
+        sides = (lambda: _member(ms, s), lambda: _explicit(bs, s))
         for i in range(warmup + repeat):
             if i % 2 == 0:
-                (m_ms, m_ids), (b_ms, b_ids) = _member_query(ms, s), _explicit_query(bs, s)
+                (m_ms, m_ids), (b_ms, b_ids) = _timed(sides[0]), _timed(sides[1])
             else:
-                (b_ms, b_ids), (m_ms, m_ids) = _explicit_query(bs, s), _member_query(ms, s)
+                (b_ms, b_ids), (m_ms, m_ids) = _timed(sides[1]), _timed(sides[0])
             same &= m_ids == b_ids
             if i >= warmup:
                 member_times.append(m_ms)
@@ -579,8 +564,7 @@ def report(layout: Layout, args: argparse.Namespace, results: list[Result]) -> l
         f"{layout.entries:,} entries with generated text; '{RARE}' in ~{RARE_SHARE:.1%} and "
         f"'{COMMON}' in ~{COMMON_SHARE:.0%} of descriptions; {args.repeat} interleaved runs "
         f"per side after {args.warmup} warm-up; one run = a {PAGE}-hit first page "
-        "(member: search_entries inside an open tenant_scope; explicit: the superuser's "
-        "same statement "
+        "(member: tenant_scope + search_entries; explicit: the superuser's same statement "
         "with source_id = ANY(<the member's sources>) + the same page read)",
         "",
         render_table(
