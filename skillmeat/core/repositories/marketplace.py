@@ -136,7 +136,7 @@ def update_source(session: Session, source_id: uuid.UUID, changes: SourceUpdate)
             .execution_options(synchronize_session=False)
         ).scalar_one_or_none()
     if row is None:
-        _refuse_write(session, source_id, "update")
+        refuse_source_write(session, source_id, "update it")
     return get_source(session, source_id)  # with its latest scan
 
 
@@ -149,12 +149,7 @@ def delete_source(session: Session, source_id: uuid.UUID) -> None:
             delete(Source).where(Source.id == source_id).returning(Source.id)
         ).first()
     if deleted is None:
-        _refuse_write(session, source_id, "delete")
-
-
-def _refuse_write(session: Session, source_id: uuid.UUID, action: str) -> None:
-    """A write matched no row: PermissionDenied if the user can see it, else NotFound."""
-    refuse_source_write(session, source_id, f"{action} it")
+        refuse_source_write(session, source_id, "delete it")
 
 
 def list_sources(
@@ -168,7 +163,7 @@ def list_sources(
     current_scope(session)
     if project_id is not None:
         _check_id("project_id", project_id)
-    _check_limit(limit)
+    check_limit(limit)
     after = paths.decode_cursor(cursor, "last_sync") if cursor else None
     rows = list(session.execute(paths.sources_page(project_id, limit=limit, after=after)).all())
     items = with_has_token(session, [_source_read(row) for row in rows[:limit]])
@@ -185,7 +180,7 @@ def stale_sources(
     """Path 7: the sources across all projects due for a rescan (admin scope only)."""
     if not current_scope(session).admin:
         raise ScopeError("stale_sources is for the rescan scheduler: use tenant_scope(admin=True)")
-    _check_limit(limit)
+    check_limit(limit)
     cutoff = (
         dt.datetime.now(dt.UTC) - older_than if isinstance(older_than, dt.timedelta) else older_than
     )
@@ -219,10 +214,10 @@ def list_entries(
     """
     current_scope(session)
     _check_id("source_id", source_id)
-    _check_limit(limit)
-    sort_key = _enum("sort", sort, EntrySort)
-    types = [_enum("artifact_types", t, ArtifactType) for t in artifact_types or ()]
-    wanted = [_enum("statuses", s, CatalogStatus) for s in statuses or ()]
+    check_limit(limit)
+    sort_key = enum_value("sort", sort, EntrySort)
+    types = [enum_value("artifact_types", t, ArtifactType) for t in artifact_types or ()]
+    wanted = [enum_value("statuses", s, CatalogStatus) for s in statuses or ()]
     if min_confidence is not None and not 0 <= min_confidence <= 100:
         raise ValidationFailed(
             "min_confidence", min_confidence, f"{min_confidence!r} is not allowed (0 to 100)"
@@ -306,10 +301,6 @@ def record_sync_failure(session: Session, source_id: uuid.UUID, message: str) ->
 
 
 # --- helpers ------------------------------------------------------------------------
-
-
-_check_limit = check_limit
-_enum = enum_value
 
 
 # README link harvesting (links.py), same front door; imported last (it reads helpers above).

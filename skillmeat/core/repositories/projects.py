@@ -11,7 +11,6 @@ LastOwner from the call itself and its transaction survives the refusal.
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from sqlalchemy import delete, insert, select, text, tuple_, update
 from sqlalchemy.orm import Session
@@ -26,7 +25,7 @@ from skillmeat.core.errors import (
 )
 from skillmeat.core.models import MemberRole, Project, ProjectMember
 from skillmeat.core.repositories import query_paths as paths
-from skillmeat.core.repositories.marketplace import Page
+from skillmeat.core.repositories.common import Page, check_id, check_limit
 from skillmeat.core.schemas.projects import (
     MemberRead,
     ProjectCreate,
@@ -79,7 +78,7 @@ def create_project(session: Session, data: ProjectCreate) -> ProjectRead:
 
 def get_project(session: Session, project_id: uuid.UUID) -> ProjectRead:
     current_scope(session)
-    _check_id("project_id", project_id)
+    check_id("project_id", project_id)
     row = session.execute(select(Project).where(Project.id == project_id)).scalar_one_or_none()
     if row is None:
         raise _not_found(project_id)
@@ -91,7 +90,7 @@ def list_projects(
 ) -> Page[ProjectRead]:
     """The projects the user is a member of (every project for admin), by name then id."""
     current_scope(session)
-    _check_limit(limit)
+    check_limit(limit)
     stmt = select(Project)
     if cursor is not None:
         name, last_id = paths.decode_cursor(cursor, _CURSOR_SORT)
@@ -111,7 +110,7 @@ def list_projects(
 def rename_project(session: Session, project_id: uuid.UUID, name: str) -> ProjectRead:
     """Rename a project (owner)."""
     current_scope(session)
-    _check_id("project_id", project_id)
+    check_id("project_id", project_id)
     check_project_name(name)
     with translated_errors():
         row = session.execute(
@@ -129,7 +128,7 @@ def rename_project(session: Session, project_id: uuid.UUID, name: str) -> Projec
 def delete_project(session: Session, project_id: uuid.UUID) -> None:
     """Delete a project with its members, sources and catalog (owner)."""
     current_scope(session)
-    _check_id("project_id", project_id)
+    check_id("project_id", project_id)
     with translated_errors():
         deleted = session.execute(
             delete(Project).where(Project.id == project_id).returning(Project.id)
@@ -144,7 +143,7 @@ def delete_project(session: Session, project_id: uuid.UUID) -> None:
 def my_role(session: Session, project_id: uuid.UUID) -> MemberRole | None:
     """The current user's role in the project; None if not a member (or in admin scope)."""
     scope = current_scope(session)
-    _check_id("project_id", project_id)
+    check_id("project_id", project_id)
     if scope.user_id is None:
         return None
     role = session.execute(
@@ -156,7 +155,7 @@ def my_role(session: Session, project_id: uuid.UUID) -> MemberRole | None:
 def list_members(session: Session, project_id: uuid.UUID) -> list[MemberRead]:
     """The project's members, oldest membership first (viewer)."""
     current_scope(session)
-    _check_id("project_id", project_id)
+    check_id("project_id", project_id)
     _require(session, project_id, MemberRole.VIEWER, "list its members")
     rows = session.execute(
         select(Member)
@@ -171,8 +170,8 @@ def add_member(
 ) -> MemberRead:
     """Add a user to the project with `role` (owner)."""
     scope = current_scope(session)
-    _check_id("project_id", project_id)
-    _check_id("user_id", user_id)
+    check_id("project_id", project_id)
+    check_id("user_id", user_id)
     wanted = check_role(role)
     _require(session, project_id, MemberRole.OWNER, "add members")
     _refuse_own_row(scope, project_id, user_id, "add itself")
@@ -200,8 +199,8 @@ def change_member_role(
 ) -> MemberRead:
     """Give a member another role (owner); LastOwner if that demotes the last owner."""
     scope = current_scope(session)
-    _check_id("project_id", project_id)
-    _check_id("user_id", user_id)
+    check_id("project_id", project_id)
+    check_id("user_id", user_id)
     wanted = check_role(role)
     _require(session, project_id, MemberRole.OWNER, "change roles")
     _refuse_own_row(scope, project_id, user_id, "change its own role")
@@ -222,8 +221,8 @@ def remove_member(session: Session, project_id: uuid.UUID, user_id: uuid.UUID) -
     """Remove a member (owner), or leave (a member removing itself); LastOwner if that
     removes the last owner."""
     scope = current_scope(session)
-    _check_id("project_id", project_id)
-    _check_id("user_id", user_id)
+    check_id("project_id", project_id)
+    check_id("user_id", user_id)
     leaving = scope.user_id == user_id
     _require(
         session,
@@ -298,16 +297,3 @@ def _not_found(project_id: uuid.UUID) -> NotFound:
 
 def _not_a_member(project_id: uuid.UUID, user_id: uuid.UUID) -> NotFound:
     return NotFound(f"user_id: {user_id} is not a member of project {project_id}")
-
-
-def _check_id(field: str, value: Any) -> uuid.UUID:
-    if not isinstance(value, uuid.UUID):
-        raise ValidationFailed(field, value, f"{value!r} is not allowed (must be a uuid.UUID)")
-    return value
-
-
-def _check_limit(limit: int) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= paths.MAX_PAGE:
-        raise ValidationFailed(
-            "limit", limit, f"{limit!r} is not allowed (an int, 1 to {paths.MAX_PAGE})"
-        )

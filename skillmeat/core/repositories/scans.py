@@ -30,8 +30,8 @@ from skillmeat.core.limits import ScanLimits
 from skillmeat.core.models import MarketplaceScan, MarketplaceSource, ScanState
 from skillmeat.core.models.scans import HISTOGRAM_BUCKETS
 from skillmeat.core.repositories import query_paths as paths
-from skillmeat.core.repositories.common import check_id
-from skillmeat.core.repositories.marketplace import MAX_ERROR_LENGTH, Page
+from skillmeat.core.repositories.common import Page, check_id
+from skillmeat.core.repositories.marketplace import MAX_ERROR_LENGTH
 from skillmeat.core.repositories.sync import SyncResult, sync_catalog
 from skillmeat.core.repositories.tokens import open_claimed_token
 from skillmeat.core.schemas.marketplace import DetectedArtifact, validate_artifacts
