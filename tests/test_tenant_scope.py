@@ -1,5 +1,6 @@
 """tenant_scope: the library's way in, and what it leaves behind on pooled connections."""
 
+import functools
 import uuid
 
 import pytest
@@ -9,7 +10,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from skillmeat.core.database import make_engine, make_session_factory, tenant_scope
+from skillmeat.core.database import (
+    DatabaseSettings,
+    make_engine,
+    make_session_factory,
+    tenant_scope,
+)
+from skillmeat.core.database import settings as settings_module
 from skillmeat.core.errors import ConfigurationError, PermissionDenied, ScopeError
 from tests.login_roles import ADMIN_POOL, MEMBER_POOL, login_role
 from tests.rls_world import World, build_world
@@ -188,6 +195,27 @@ def test_scope_sets_its_timeouts_and_search_path(
     assert session.execute(text("SELECT current_setting('search_path')")).scalar_one() == (
         "pg_temp, public"
     )
+
+
+def test_scope_parses_the_settings_once_per_environment(
+    session: Session, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settings are read once per distinct SKILLMEAT_* environment, and a changed
+    environment is seen by the next scope."""
+    built: list[DatabaseSettings] = []
+    original = settings_module._settings_for.__wrapped__
+
+    def counting(env: tuple[tuple[str, str], ...]) -> DatabaseSettings:
+        built.append(original(env))
+        return built[-1]
+
+    monkeypatch.setattr(settings_module, "_settings_for", functools.lru_cache(maxsize=8)(counting))
+    timeouts = "SELECT current_setting('statement_timeout')"
+    for value in ("4321", "4321", "4321", "999", "4321"):
+        monkeypatch.setenv("SKILLMEAT_STATEMENT_TIMEOUT_MS", value)
+        with tenant_scope(session, user_id=world.a.members["viewer"]):
+            assert session.execute(text(timeouts)).scalar_one() == f"{value}ms"
+    assert len(built) == 2
 
 
 def test_engine_refuses_prepared_statements_with_the_check_in_reset(database_url: URL) -> None:

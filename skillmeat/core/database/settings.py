@@ -1,5 +1,7 @@
 """Connection settings, read from the environment (SKILLMEAT_*)."""
 
+import functools
+import os
 from typing import Literal
 
 from pydantic import Field
@@ -32,3 +34,16 @@ class DatabaseSettings(BaseSettings):
     # Transaction-local limits set by every tenant_scope, in milliseconds (0 = none).
     statement_timeout_ms: int = Field(default=30_000, ge=0)
     lock_timeout_ms: int = Field(default=5_000, ge=0)
+
+
+def current_settings() -> DatabaseSettings:
+    """DatabaseSettings for the environment as it is now, parsed once per distinct
+    SKILLMEAT_* environment: every tenant_scope needs its timeouts, and building a
+    BaseSettings reads and validates the whole environment (~0.5 ms a request)."""
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k[:10].upper() == "SKILLMEAT_"))
+    return _settings_for(env)
+
+
+@functools.lru_cache(maxsize=8)
+def _settings_for(env: tuple[tuple[str, str], ...]) -> DatabaseSettings:
+    return DatabaseSettings()

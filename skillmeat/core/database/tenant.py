@@ -36,7 +36,7 @@ from skillmeat.core.database.identity import (
     identity_settings,
     stored_generated_key,
 )
-from skillmeat.core.database.settings import DatabaseSettings
+from skillmeat.core.database.settings import current_settings
 from skillmeat.core.errors import IdentityNotConfigured, ScopeError
 
 log = logging.getLogger("skillmeat.database.scope")
@@ -142,7 +142,7 @@ def tenant_scope(
     if _SCOPE_KEY in session.info:
         raise ScopeError("tenant_scope cannot be nested in another tenant_scope on one session")
 
-    settings = DatabaseSettings()
+    settings = current_settings()
     role = ADMIN_ROLE if admin else WORKER_ROLE if worker else APP_ROLE
     pool = "admin" if admin else "worker" if worker else "member"
     nested = session.in_transaction()
