@@ -434,7 +434,7 @@ def test_search_returns_exactly_the_rows_the_actor_can_read(
                 text(
                     "SELECT count(*) FROM skillmeat_private.search_catalog("
                     "to_tsquery('simple', 'reviews'), "
-                    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, false, NULL, NULL, 100)"
+                    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, false, NULL, NULL, 100)"
                 )
             ).scalar_one()
             sp.rollback()
@@ -477,8 +477,8 @@ def test_caller_given_sources_and_project_only_narrow(session: Session, world: W
         found = conn.execute(
             text(
                 "SELECT count(*) FROM skillmeat_private.search_catalog(to_tsquery('simple', "
-                "'walrus'), NULL, NULL, NULL, NULL, NULL, CAST(:s AS uuid[]), NULL, NULL, false, "
-                "NULL, NULL, 100)"
+                "'walrus'), NULL, NULL, NULL, NULL, NULL, NULL, CAST(:s AS uuid[]), NULL, NULL, "
+                "false, NULL, NULL, 100)"
             ),
             {"s": [world.b.source]},
         ).scalar_one()
@@ -494,7 +494,7 @@ def test_admin_function_is_refused_to_members(session: Session, world: World) ->
             conn.execute(
                 text(
                     "SELECT * FROM skillmeat_private.search_catalog_admin(to_tsquery('x'), "
-                    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, false, NULL, NULL, 10)"
+                    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, false, NULL, NULL, 10)"
                 )
             )
         sp.rollback()
@@ -503,7 +503,7 @@ def test_admin_function_is_refused_to_members(session: Session, world: World) ->
 # --- EXPLAIN: the definer's own plan, captured by auto_explain ---------------------------
 
 
-def definer_plans(session: Session, world: World, query: str) -> Iterator[str]:
+def definer_plans(session: Session, world: World, query: str, **kw: Any) -> Iterator[str]:
     conn = session.connection()
     raw = conn.connection.driver_connection
     notices: list[str] = []
@@ -517,7 +517,7 @@ def definer_plans(session: Session, world: World, query: str) -> Iterator[str]:
     ]:
         conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
     with tenant_scope(session, user_id=world.a.members["viewer"]):
-        search_entries(session, query)
+        search_entries(session, query, **kw)
     conn.execute(text("SELECT set_config('auto_explain.log_min_duration', '-1', true)"))
     yield from notices
 
@@ -559,6 +559,47 @@ def test_text_predicate_is_an_index_condition_in_the_definer_plan(
     assert text_conditions
     assert all("Index Cond" in line or "Recheck Cond" in line for line in text_conditions), joined
     assert "Seq Scan on marketplace_catalog_entries" not in joined, joined
+
+
+@pytest.mark.parametrize("narrow", [True, False], ids=["one-small-source", "over-1000-entries"])
+def test_type_ahead_prefix_in_small_and_large_scopes(
+    session: Session, catalog: dict[str, Any], world: World, narrow: bool
+) -> None:
+    """The prefix's pass tests each entry of a scope of at most 1,000 entries and goes
+    through the GIN index for a larger one; both find every word starting with it."""
+    conn = session.connection()
+    bulk = conn.execute(
+        text(
+            "INSERT INTO marketplace_sources (project_id, repo_url) "
+            "VALUES (:p, 'https://github.com/bulk/fillers') RETURNING id"
+        ),
+        {"p": world.a.project},
+    ).scalar_one()
+    conn.execute(
+        text(
+            "INSERT INTO marketplace_catalog_entries (source_id, artifact_type, detected_path, "
+            "upstream_url, detected_version_sha, confidence_score, name, description) "
+            "SELECT :s, 'skill', 'skills/f' || g, 'https://x.io/f', 'a', 50, 'filler-' || g, "
+            "'plain filler text' FROM generate_series(1, 1200) g"
+        ),
+        {"s": bulk},
+    )
+    conn.execute(text("ANALYZE marketplace_catalog_entries"))
+
+    def pyth(r: dict[str, Any], t: list[str]) -> bool:
+        return any(w.startswith("pyth") for w in t)
+
+    want = expected(catalog, pyth)
+    kw: dict[str, Any] = {}
+    if narrow:
+        source = max(catalog["sources"].values(), key=lambda s: sum(k[0] == s for k in want))
+        assert sum(k[0] == source for k in catalog["records"]) <= 1000
+        want = {k for k in want if k[0] == source}
+        kw = {"source_ids": [source]}
+    assert want
+    assert keys(search_all(session, world.a.members["viewer"], "pyth", **kw)) == want
+    plans = "\n".join(definer_plans(session, world, "pyth", **kw))
+    assert ("ts_match_vq" in plans) == narrow, plans
 
 
 # --- the benchmark command, at tiny sizes --------------------------------------------------

@@ -25,7 +25,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Engine, select, text
@@ -312,44 +312,63 @@ def build(engine: Engine, layout: Layout, progress: Callable[[int, int, str], No
 
 # --- the explicit baseline --------------------------------------------------------------
 
-# search_core's first statement with the tenant filter spelled out (and no fuzzy
-# fallback: both terms have full-text hits), then the page's rows in score order.
+# search_core's statements as one, with the tenant filter spelled out: the plain words'
+# candidates, the prefix's only while they are fewer than 1,000, the name-prefix pass,
+# the score and order, the page's rows, and the typo fallback when the page is empty.
+_CLEAN = "btrim(regexp_replace(lower(e.name), '[^[:alnum:]]+', ' ', 'g'))"
 _SCORED = (
-    "(CASE WHEN btrim(regexp_replace(lower(e.name), '[^[:alnum:]]+', ' ', 'g')) = :exact THEN 3"
-    " WHEN starts_with(btrim(regexp_replace(lower(e.name), '[^[:alnum:]]+', ' ', 'g')), :prefix)"
-    " THEN 2 ELSE 0 END"
+    f"(CASE WHEN {_CLEAN} = :exact THEN 3 WHEN starts_with({_CLEAN}, :prefix) THEN 2 ELSE 0 END"
     " + ts_rank('{0.05, 0.2, 0.5, 1.0}', e.search_vector, CAST(:query AS tsquery), 32))"
     "::double precision"
 )
+_MINE = "e.source_id = ANY (CAST(:sources AS uuid[])) AND e.excluded_at IS NULL"
 EXPLICIT_SQL = f"""
-SELECT e.* FROM (
+WITH plain AS MATERIALIZED (
+    SELECT e.id FROM marketplace_catalog_entries e
+     WHERE {_MINE} AND e.search_vector @@ CAST(:plain AS tsquery) LIMIT 1000
+), more AS MATERIALIZED (
+    SELECT e.id FROM marketplace_catalog_entries e
+     WHERE (SELECT count(*) FROM plain) < 1000
+       AND {_MINE} AND e.search_vector @@ CAST(:query AS tsquery)
+       AND e.id NOT IN (SELECT id FROM plain)
+     LIMIT 1000 - (SELECT count(*) FROM plain)
+), page AS MATERIALIZED (
     SELECT s.id, s.score FROM (
         SELECT e.id, {_SCORED} AS score FROM (
-            (SELECT e.id FROM marketplace_catalog_entries e
-              WHERE e.source_id = ANY (CAST(:sources AS uuid[]))
-                AND e.search_vector @@ CAST(:query AS tsquery) AND e.excluded_at IS NULL
-              LIMIT 1000)
+            SELECT id FROM plain UNION ALL SELECT id FROM more
             UNION
             (SELECT e.id FROM marketplace_catalog_entries e
-              WHERE e.source_id = ANY (CAST(:sources AS uuid[]))
-                AND e.name ILIKE :pattern AND e.excluded_at IS NULL
-              LIMIT 1000)
+              WHERE {_MINE} AND e.name ILIKE :pattern LIMIT 1000)
         ) c JOIN marketplace_catalog_entries e ON e.id = c.id
     ) s ORDER BY s.score DESC, s.id LIMIT :limit
-) r JOIN marketplace_catalog_entries e ON e.id = r.id
-ORDER BY r.score DESC, r.id
+), typo AS MATERIALIZED (
+    SELECT s.id, s.score FROM (
+        SELECT e.id, similarity(e.name, :fuzzy)::double precision AS score FROM (
+            SELECT e.id FROM marketplace_catalog_entries e
+             WHERE NOT EXISTS (SELECT 1 FROM page) AND {_MINE} AND e.name % :fuzzy LIMIT 1000
+        ) c JOIN marketplace_catalog_entries e ON e.id = c.id
+    ) s ORDER BY s.score DESC, s.id LIMIT :limit
+)
+SELECT e.* FROM (SELECT * FROM page UNION ALL SELECT * FROM typo) r
+  JOIN marketplace_catalog_entries e ON e.id = r.id
+ ORDER BY r.score DESC, r.id
 """
 
 
 def explicit_search(session: Session, query: str, sources: list[uuid.UUID]) -> list[Any]:
-    """The same rows as search_entries' first page, read by the superuser without RLS."""
+    """The same rows as search_entries' first page, read by the superuser without RLS
+    (for a one-word query, which is what the scenarios search)."""
     parsed = parse_query(query)
-    tsquery = render_tsquery(parsed, _stems(session, parsed.words()))
+    if not (parsed.prefix_last and parsed.pattern and parsed.fuzzy):
+        raise CommandError(f"the explicit baseline covers one-word queries, not {query!r}")
+    stems = _stems(session, parsed.words())
     params = {
-        "query": tsquery,
+        "query": render_tsquery(parsed, stems),
+        "plain": render_tsquery(replace(parsed, prefix_last=False), stems),
         "exact": parsed.exact,
         "prefix": parsed.exact,
         "pattern": parsed.pattern,
+        "fuzzy": parsed.fuzzy,
         "sources": sources,
         "limit": PAGE,
     }

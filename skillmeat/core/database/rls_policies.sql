@@ -413,29 +413,52 @@ GRANT EXECUTE ON FUNCTION skillmeat_private.member_source_ids(text) TO skillmeat
 
 -- The query both entry points run: (entry id, score) of one page, best first.
 -- visible: the sources to search (NULL: all, for the admin entry point only).
+-- p_query: the query as ranked; p_plain: the same query without the type-ahead prefix
+-- on its last word (NULL when it has none).
 -- Candidates are bounded: at most 1,000 full-text matches and 1,000 name-prefix
 -- matches are ranked (ranking all 35,000 matches of a common term took 138-224 ms).
+-- The full-text candidates are the plain query's first; only when it has fewer than
+-- 1,000 does the prefix add its expansions. Why: a prefix is a partial match in GIN,
+-- which collects every TID of every matching lexeme in the whole table before the
+-- source filter applies (23 ms for a common word even in a 50-entry source), while a
+-- plain word is intersected with the source's entries inside the index.
+-- A member's sources are scanned one at a time (`source_id = v.sid`, LATERAL), so a
+-- common word stops after the sources that fill the 1,000; `source_id = ANY (...)`
+-- would AND the word's bitmap over the whole table with the member's rows first.
 -- Not SECURITY DEFINER and executable by its owner only: it trusts `visible`.
 -- Dynamic SQL built from constant fragments (values only through USING), so each
 -- call is planned with its own arrays and the source filter is an index condition.
+-- The planner settings are the function's own, not the caller's.
 CREATE FUNCTION skillmeat_private.search_core(
-    visible uuid[], p_query tsquery, p_exact text, p_prefix text, p_pattern text,
-    p_fuzzy text, p_types text[], p_statuses text[], p_include_excluded boolean,
-    p_after_score double precision, p_after_id uuid, p_limit integer)
+    visible uuid[], p_query tsquery, p_plain tsquery, p_exact text, p_prefix text,
+    p_pattern text, p_fuzzy text, p_types text[], p_statuses text[],
+    p_include_excluded boolean, p_after_score double precision, p_after_id uuid,
+    p_limit integer)
     RETURNS TABLE (entry_id uuid, score double precision)
     LANGUAGE plpgsql STABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     -- every statement here has an index path; the typo check's NOT EXISTS was planned
     -- as a Seq Scan expecting an early hit, which a rare term never gives
     SET enable_seqscan = off
+    SET enable_indexscan = on
+    SET enable_bitmapscan = on
+    SET enable_nestloop = on
+    SET enable_hashjoin = on
+    SET enable_sort = on
+    SET enable_hashagg = on
+    SET jit = off
 AS $$
 DECLARE
     cap constant integer := 1000;
     src text := CASE WHEN visible IS NULL THEN '' ELSE 'e.source_id = ANY ($1) AND ' END;
     filters text := '';
+    found_ids uuid[];
+    more uuid[];
     fuzzy boolean := false;
-    candidates text;
+    few boolean := false;
     scored text;
+    pass text;
+    page integer := least(greatest(p_limit, 1), 501);
 BEGIN
     IF p_types IS NOT NULL THEN
         filters := filters || ' AND e.artifact_type = ANY ($7)';
@@ -446,31 +469,65 @@ BEGIN
     IF NOT p_include_excluded THEN
         filters := filters || ' AND e.excluded_at IS NULL';
     END IF;
-    -- Full-text first; a one-word query with no full-text hit at all falls back to
-    -- names within trigram similarity (typos). Asked only when this page came back
-    -- empty, and then as a count (no LIMIT: an EXISTS was planned as a btree scan
-    -- filtering @@, expecting an early hit that a rare term never gives).
-    candidates := '(SELECT e.id FROM public.marketplace_catalog_entries e WHERE '
-                  || src || 'e.search_vector @@ $2' || filters || ' LIMIT ' || cap || ')';
-    IF p_pattern IS NOT NULL THEN
-        candidates := candidates || ' UNION (SELECT e.id FROM public.marketplace_catalog_entries e WHERE '
-                      || src || 'e.name ILIKE $5' || filters || ' LIMIT ' || cap || ')';
+    -- One full-text pass: $2 its tsquery, $9 the ids already found, $10 how many more.
+    pass := 'SELECT ARRAY(' || CASE WHEN visible IS NULL
+        THEN 'SELECT e.id FROM public.marketplace_catalog_entries e WHERE e.search_vector @@ $2'
+             || filters || ' AND e.id <> ALL ($9) LIMIT $10'
+        ELSE 'SELECT c.id FROM unnest($1) AS v(sid) CROSS JOIN LATERAL ('
+             || 'SELECT e.id FROM public.marketplace_catalog_entries e'
+             || ' WHERE e.source_id = v.sid AND e.search_vector @@ $2' || filters
+             || ' AND e.id <> ALL ($9)) c LIMIT $10' END || ')';
+    EXECUTE pass
+       INTO found_ids
+      USING visible, coalesce(p_plain, p_query), p_exact, p_prefix, p_pattern, p_fuzzy,
+            p_types, p_statuses, '{}'::uuid[], cap;
+    IF p_plain IS NOT NULL AND cardinality(found_ids) < cap THEN
+        -- The prefix's pass. Over at most 1,000 visible entries it reads them (by the
+        -- source_id btree) and tests each: cheaper than the GIN partial match, which
+        -- costs what the prefix matches in the whole table (ts_match_vq is @@ that no
+        -- index can take).
+        IF visible IS NOT NULL THEN
+            EXECUTE 'SELECT count(*) <= 1000 FROM (SELECT 1 FROM public.marketplace_catalog_entries e'
+                    || ' WHERE e.source_id = ANY ($1) LIMIT 1001) x'
+               INTO few
+              USING visible;
+        END IF;
+        IF few THEN
+            pass := 'SELECT ARRAY(SELECT e.id FROM public.marketplace_catalog_entries e'
+                    || ' WHERE e.source_id = ANY ($1) AND ts_match_vq(e.search_vector, $2)'
+                    || filters || ' AND e.id <> ALL ($9) LIMIT $10)';
+        END IF;
+        EXECUTE pass
+           INTO more
+          USING visible, p_query, p_exact, p_prefix, p_pattern, p_fuzzy, p_types, p_statuses,
+                found_ids, cap - cardinality(found_ids);
+        found_ids := found_ids || more;
     END IF;
     -- exact name 3+, name prefix 2+, then the rank (name A > tags B > description C),
     -- normalized to [0, 1) (flag 32: rank / (rank + 1))
     scored := '(CASE WHEN btrim(regexp_replace(lower(e.name), ''[^[:alnum:]]+'', '' '', ''g'')) = $3 THEN 3'
               || ' WHEN starts_with(btrim(regexp_replace(lower(e.name), ''[^[:alnum:]]+'', '' '', ''g'')), $4) THEN 2'
               || ' ELSE 0 END + ts_rank(''{0.05, 0.2, 0.5, 1.0}'', e.search_vector, $2, 32))::double precision';
+    -- Full-text candidates, and for one bare word the names starting with it.
     RETURN QUERY EXECUTE
         'SELECT s.id, s.score FROM (SELECT e.id, ' || scored || ' AS score FROM ('
-        || candidates || ') c JOIN public.marketplace_catalog_entries e ON e.id = c.id) s'
-        || ' WHERE $9 IS NULL OR s.score < $9 OR (s.score = $9 AND s.id > $10)'
-        || ' ORDER BY s.score DESC, s.id LIMIT $11'
+        || 'SELECT unnest($9) AS id'
+        || CASE WHEN p_pattern IS NULL THEN ''
+                ELSE ' UNION (SELECT e.id FROM public.marketplace_catalog_entries e WHERE '
+                     || src || 'e.name ILIKE $5' || filters || ' LIMIT ' || cap || ')' END
+        || ') c JOIN public.marketplace_catalog_entries e ON e.id = c.id) s'
+        || ' WHERE $10 IS NULL OR s.score < $10 OR (s.score = $10 AND s.id > $11)'
+        || ' ORDER BY s.score DESC, s.id LIMIT $12'
       USING visible, p_query, p_exact, p_prefix, p_pattern, p_fuzzy, p_types, p_statuses,
-            p_after_score, p_after_id, least(greatest(p_limit, 1), 501);
+            found_ids, p_after_score, p_after_id, page;
     IF FOUND OR p_fuzzy IS NULL THEN
         RETURN;
     END IF;
+    -- A one-word query with no full-text hit at all falls back to names within trigram
+    -- similarity (typos). Asked only when this page came back empty: a later page's
+    -- emptiness says nothing, so it counts the full-text matches first (no LIMIT: an
+    -- EXISTS was planned as a btree scan filtering @@, expecting an early hit that a
+    -- rare term never gives).
     IF p_after_score IS NOT NULL THEN
         EXECUTE 'SELECT count(*) = 0 FROM public.marketplace_catalog_entries e WHERE '
                 || src || 'e.search_vector @@ $2' || filters
@@ -488,7 +545,7 @@ BEGIN
         || ' WHERE $9 IS NULL OR s.score < $9 OR (s.score = $9 AND s.id > $10)'
         || ' ORDER BY s.score DESC, s.id LIMIT $11'
       USING visible, p_query, p_exact, p_prefix, p_pattern, p_fuzzy, p_types, p_statuses,
-            p_after_score, p_after_id, least(greatest(p_limit, 1), 501);
+            p_after_score, p_after_id, page;
 END
 $$;
 
@@ -496,8 +553,8 @@ $$;
 -- the verified identity (a forged or absent proof: none), narrowed by the caller's
 -- project or sources, never widened.
 CREATE FUNCTION skillmeat_private.search_catalog(
-    p_query tsquery, p_exact text, p_prefix text, p_pattern text, p_fuzzy text,
-    p_project uuid, p_sources uuid[], p_types text[], p_statuses text[],
+    p_query tsquery, p_plain tsquery, p_exact text, p_prefix text, p_pattern text,
+    p_fuzzy text, p_project uuid, p_sources uuid[], p_types text[], p_statuses text[],
     p_include_excluded boolean, p_after_score double precision, p_after_id uuid,
     p_limit integer)
     RETURNS TABLE (entry_id uuid, score double precision)
@@ -518,8 +575,8 @@ BEGIN
         RETURN;
     END IF;
     RETURN QUERY SELECT c.entry_id, c.score FROM skillmeat_private.search_core(
-        visible, p_query, p_exact, p_prefix, p_pattern, p_fuzzy, p_types, p_statuses,
-        p_include_excluded, p_after_score, p_after_id, p_limit) c;
+        visible, p_query, p_plain, p_exact, p_prefix, p_pattern, p_fuzzy, p_types,
+        p_statuses, p_include_excluded, p_after_score, p_after_id, p_limit) c;
 END
 $$;
 
@@ -527,8 +584,8 @@ $$;
 -- own, executable by skillmeat_admin only: inside a SECURITY DEFINER function
 -- current_user is the owner, so the caller's role is decided by the EXECUTE grant.
 CREATE FUNCTION skillmeat_private.search_catalog_admin(
-    p_query tsquery, p_exact text, p_prefix text, p_pattern text, p_fuzzy text,
-    p_project uuid, p_sources uuid[], p_types text[], p_statuses text[],
+    p_query tsquery, p_plain tsquery, p_exact text, p_prefix text, p_pattern text,
+    p_fuzzy text, p_project uuid, p_sources uuid[], p_types text[], p_statuses text[],
     p_include_excluded boolean, p_after_score double precision, p_after_id uuid,
     p_limit integer)
     RETURNS TABLE (entry_id uuid, score double precision)
@@ -543,8 +600,8 @@ BEGIN
                           WHERE s.project_id = p_project AND (visible IS NULL OR s.id = ANY (visible)));
     END IF;
     RETURN QUERY SELECT c.entry_id, c.score FROM skillmeat_private.search_core(
-        visible, p_query, p_exact, p_prefix, p_pattern, p_fuzzy, p_types, p_statuses,
-        p_include_excluded, p_after_score, p_after_id, p_limit) c;
+        visible, p_query, p_plain, p_exact, p_prefix, p_pattern, p_fuzzy, p_types,
+        p_statuses, p_include_excluded, p_after_score, p_after_id, p_limit) c;
 END
 $$;
 
@@ -558,20 +615,20 @@ BEGIN
     IF lent THEN
         EXECUTE format('GRANT skillmeat_search TO %I', current_user);
     END IF;
-    ALTER FUNCTION skillmeat_private.search_core(uuid[], tsquery, text, text, text, text, text[], text[], boolean, double precision, uuid, integer) OWNER TO skillmeat_search;
-    ALTER FUNCTION skillmeat_private.search_catalog(tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) OWNER TO skillmeat_search;
-    ALTER FUNCTION skillmeat_private.search_catalog_admin(tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) OWNER TO skillmeat_search;
+    ALTER FUNCTION skillmeat_private.search_core(uuid[], tsquery, tsquery, text, text, text, text, text[], text[], boolean, double precision, uuid, integer) OWNER TO skillmeat_search;
+    ALTER FUNCTION skillmeat_private.search_catalog(tsquery, tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) OWNER TO skillmeat_search;
+    ALTER FUNCTION skillmeat_private.search_catalog_admin(tsquery, tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) OWNER TO skillmeat_search;
     IF lent THEN
         EXECUTE format('REVOKE skillmeat_search FROM %I', current_user);
     END IF;
     REVOKE CREATE ON SCHEMA skillmeat_private FROM skillmeat_search;
 END
 $search_owner$;
-REVOKE ALL ON FUNCTION skillmeat_private.search_core(uuid[], tsquery, text, text, text, text, text[], text[], boolean, double precision, uuid, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION skillmeat_private.search_catalog(tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION skillmeat_private.search_catalog_admin(tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION skillmeat_private.search_catalog(tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) TO skillmeat_app;
-GRANT EXECUTE ON FUNCTION skillmeat_private.search_catalog_admin(tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) TO skillmeat_admin;
+REVOKE ALL ON FUNCTION skillmeat_private.search_core(uuid[], tsquery, tsquery, text, text, text, text, text[], text[], boolean, double precision, uuid, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION skillmeat_private.search_catalog(tsquery, tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION skillmeat_private.search_catalog_admin(tsquery, tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION skillmeat_private.search_catalog(tsquery, tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) TO skillmeat_app;
+GRANT EXECUTE ON FUNCTION skillmeat_private.search_catalog_admin(tsquery, tsquery, text, text, text, text, uuid, uuid[], text[], text[], boolean, double precision, uuid, integer) TO skillmeat_admin;
 
 -- ================================================================ tokens and links
 -- (revision 20261206_0050_tokens_and_links; docs/security.md, "Tokens")

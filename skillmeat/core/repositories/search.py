@@ -5,21 +5,22 @@ The query runs in `skillmeat_private.search_catalog` (members) or
 which take the tenant filter from the verified identity themselves, so that the text
 predicate and the tenant filter are one GIN index condition (under a policy, `@@` is
 not LEAKPROOF and could only be a filter: 5.5x slower, docs/performance.md). They
-return (id, score) of one page; the entries are then read under the caller's own RLS.
+return (id, score) of one page, joined in the same statement to the entries under the
+caller's own RLS.
 """
 
 import re
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from skillmeat.core.database.errors import translated_errors
 from skillmeat.core.database.tenant import current_scope
 from skillmeat.core.errors import ValidationFailed
-from skillmeat.core.models import ArtifactType, CatalogStatus, MarketplaceCatalogEntry
+from skillmeat.core.models import ArtifactType, CatalogStatus
 from skillmeat.core.repositories import query_paths as paths
 from skillmeat.core.repositories.common import Page, check_id, check_limit, enum_value
 from skillmeat.core.schemas.marketplace import CatalogEntryRead, SearchHit
@@ -31,14 +32,23 @@ CURSOR_KIND = "search"
 _PART = re.compile(r"[^\W_]+")
 _TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
 
-# The one statement each entry point runs (also used by the EXPLAIN tests and the bench).
+# The one statement each entry point runs (also used by the EXPLAIN tests and the bench):
+# the definer's page of (id, score), joined to the entries under the caller's own RLS
+# (a second check, not a filter: the definer already applied the tenant filter).
 _ARGS = (
-    "CAST(:query AS tsquery), :exact, :prefix, :pattern, :fuzzy, CAST(:project AS uuid), "
-    "CAST(:sources AS uuid[]), CAST(:types AS text[]), CAST(:statuses AS text[]), "
-    ":include_excluded, CAST(:after_score AS double precision), CAST(:after_id AS uuid), :limit"
+    "CAST(:query AS tsquery), CAST(:plain AS tsquery), :exact, :prefix, :pattern, :fuzzy, "
+    "CAST(:project AS uuid), CAST(:sources AS uuid[]), CAST(:types AS text[]), "
+    "CAST(:statuses AS text[]), :include_excluded, CAST(:after_score AS double precision), "
+    "CAST(:after_id AS uuid), :limit"
 )
-MEMBER_SEARCH_SQL = f"SELECT entry_id, score FROM skillmeat_private.search_catalog({_ARGS})"
-ADMIN_SEARCH_SQL = f"SELECT entry_id, score FROM skillmeat_private.search_catalog_admin({_ARGS})"
+_COLUMNS = ", ".join(f"e.{name}" for name in CatalogEntryRead.model_fields)
+_PAGE = (
+    "SELECT r.score AS search_score, {columns} FROM skillmeat_private.{function}({args}) r "
+    "JOIN public.marketplace_catalog_entries e ON e.id = r.entry_id "
+    "ORDER BY r.score DESC, r.entry_id"
+)
+MEMBER_SEARCH_SQL = _PAGE.format(columns=_COLUMNS, function="search_catalog", args=_ARGS)
+ADMIN_SEARCH_SQL = _PAGE.format(columns=_COLUMNS, function="search_catalog_admin", args=_ARGS)
 STEMS_SQL = "SELECT w, ts_lexize('english_stem', w) FROM unnest(CAST(:words AS text[])) AS w"
 
 
@@ -213,9 +223,13 @@ def search_entries(
     wanted = sorted({enum_value("statuses", s, CatalogStatus).value for s in statuses or ()})
     after = paths.decode_cursor(cursor, CURSOR_KIND) if cursor else None
     with translated_errors():
-        tsquery = render_tsquery(parsed, _stems(session, parsed.words()))
+        stems = _stems(session, parsed.words())
         params = {
-            "query": tsquery,
+            "query": render_tsquery(parsed, stems),
+            # the query without the type-ahead prefix: its words are looked up first
+            "plain": render_tsquery(replace(parsed, prefix_last=False), stems)
+            if parsed.prefix_last
+            else None,
             "exact": parsed.exact,
             "prefix": parsed.exact,
             "pattern": parsed.pattern,
@@ -230,28 +244,13 @@ def search_entries(
             "limit": limit + 1,
         }
         sql = ADMIN_SEARCH_SQL if scope.admin else MEMBER_SEARCH_SQL
-        ranked = session.execute(text(sql), params).all()
-        ids = [row.entry_id for row in ranked]
-        # Read under the caller's own row-level security: a second check, not a filter.
-        rows = (
-            {
-                row.id: row
-                for row in session.execute(
-                    select(MarketplaceCatalogEntry).where(
-                        MarketplaceCatalogEntry.id == paths.any_uuid(ids)
-                    )
-                ).scalars()
-            }
-            if ids
-            else {}
-        )
+        rows = session.execute(text(sql), params).all()
     hits = [
-        SearchHit(entry=CatalogEntryRead.model_validate(rows[r.entry_id]), score=r.score)
-        for r in ranked[:limit]
-        if r.entry_id in rows
+        SearchHit(entry=CatalogEntryRead.model_validate(row), score=row.search_score)
+        for row in rows[:limit]
     ]
     next_cursor = None
-    if len(ranked) > limit and hits:
-        last = ranked[limit - 1]
-        next_cursor = paths.encode_cursor(CURSOR_KIND, last.score, last.entry_id)
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = paths.encode_cursor(CURSOR_KIND, last.search_score, last.id)
     return Page(hits, next_cursor)
