@@ -8,9 +8,11 @@ each scenario, interleaved in one run:
 
 - `search_entries` as that member, through tenant_scope, as the library runs
   (stems, the SECURITY DEFINER search, the page read under the caller's RLS);
-- the superuser's explicit query: the same parse and stems, then search_core's
-  first statement (the same bounded candidates, score and order) with
-  `source_id = ANY(<that member's sources>)` spelled out, and the same page read.
+- the superuser's explicit query: the same parse and stems, then one statement
+  doing what search_core does (the plain words' candidates, the prefix's only while
+  fewer than 1,000, the name-prefix pass, score, order, the page's rows, the typo
+  fallback when the page is empty) with `source_id = ANY(<that member's sources>)`
+  spelled out.
 
 Then each scenario once more with auto_explain at NOTICE: the definer's own plans,
 checked for a Seq Scan. Figures, not assertions: docs/performance.md records a run.
