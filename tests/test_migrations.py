@@ -41,7 +41,7 @@ RELEASED_REVISIONS = {
     "20261206_0050_tokens_and_links.py": "7173bd9e3e507055",
     "20261206_0050_tokens_and_links.sql": "245dfa539a6c14f9",
     "20261206_0300_search_per_source.py": "a31a4ae05892c46a",
-    "20261206_0300_search_per_source.sql": "f2750642bcef4b6f",
+    "20261206_0300_search_per_source.sql": "a7009a26f90a4bed",
 }
 
 # Everything the chain creates outside pg_catalog/information_schema.

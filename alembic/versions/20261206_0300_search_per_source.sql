@@ -460,6 +460,12 @@ DECLARE
     pass text;
     page integer := least(greatest(p_limit, 1), 501);
 BEGIN
+    -- In id order: the candidates of a common word are the first sources' matches, and
+    -- the caller's array order (member_source_ids follows last_sync, which every sync
+    -- moves) must not change them between one page and the next.
+    IF visible IS NOT NULL THEN
+        visible := ARRAY(SELECT DISTINCT v FROM unnest(visible) AS v ORDER BY v);
+    END IF;
     IF p_types IS NOT NULL THEN
         filters := filters || ' AND e.artifact_type = ANY ($7)';
     END IF;

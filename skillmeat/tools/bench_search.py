@@ -27,7 +27,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, select, text
@@ -366,7 +366,7 @@ def explicit_search(session: Session, query: str, sources: list[uuid.UUID]) -> l
     stems = _stems(session, parsed.words())
     params = {
         "query": render_tsquery(parsed, stems),
-        "plain": render_tsquery(replace(parsed, prefix_last=False), stems),
+        "plain": render_tsquery(parsed, stems, plain=True),
         "exact": parsed.exact,
         "prefix": parsed.exact,
         "pattern": parsed.pattern,

@@ -41,7 +41,8 @@ def current_settings() -> DatabaseSettings:
     SKILLMEAT_* environment: every tenant_scope needs its timeouts, and building a
     BaseSettings reads and validates the whole environment (~0.5 ms a request)."""
     env = tuple(sorted((k, v) for k, v in os.environ.items() if k[:10].upper() == "SKILLMEAT_"))
-    return _settings_for(env)
+    # a copy: a caller changing a field must not change every later scope's settings
+    return _settings_for(env).model_copy()
 
 
 @functools.lru_cache(maxsize=8)

@@ -12,7 +12,7 @@ caller's own RLS.
 import re
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -151,9 +151,13 @@ def _phrase(lexemes: list[str | None]) -> str | None:
     return out or None
 
 
-def render_tsquery(parsed: ParsedQuery, stems: dict[str, str | None]) -> str:
+def render_tsquery(
+    parsed: ParsedQuery, stems: dict[str, str | None], *, plain: bool = False
+) -> str:
     """The tsquery text: each part as its simple (unstemmed) lexeme or its English stem;
-    several parts as a phrase, in both forms; the last bare word's last part a prefix."""
+    several parts as a phrase, in both forms; the last bare word's last part a prefix.
+    plain: the same query with the prefix's `:*` dropped and nothing else changed (its
+    matches are a subset of the query's: search looks them up first)."""
     rendered_groups = []
     for gi, group in enumerate(parsed.groups):
         alternatives = []
@@ -161,7 +165,7 @@ def render_tsquery(parsed: ParsedQuery, stems: dict[str, str | None]) -> str:
             is_last = gi == len(parsed.groups) - 1 and ti == len(group) - 1
             prefix = parsed.prefix_last and is_last
             simple = [
-                _lexeme(p, prefix=prefix and i == len(term.parts) - 1)
+                _lexeme(p, prefix=prefix and not plain and i == len(term.parts) - 1)
                 for i, p in enumerate(term.parts)
             ]
             english: list[str | None] = []
@@ -171,7 +175,9 @@ def render_tsquery(parsed: ParsedQuery, stems: dict[str, str | None]) -> str:
                 # a typed prefix also matches the stemmed descriptions by its stem
                 # ('kubernetes' is 'kubernet' there)
                 english.append(
-                    _lexeme(stem or p, prefix=last_prefix) if stem or last_prefix else None
+                    _lexeme(stem or p, prefix=last_prefix and not plain)
+                    if stem or last_prefix
+                    else None
                 )
             forms = [_phrase(list(simple))]
             english_form = _phrase(english)
@@ -227,9 +233,7 @@ def search_entries(
         params = {
             "query": render_tsquery(parsed, stems),
             # the query without the type-ahead prefix: its words are looked up first
-            "plain": render_tsquery(replace(parsed, prefix_last=False), stems)
-            if parsed.prefix_last
-            else None,
+            "plain": render_tsquery(parsed, stems, plain=True) if parsed.prefix_last else None,
             "exact": parsed.exact,
             "prefix": parsed.exact,
             "pattern": parsed.pattern,
