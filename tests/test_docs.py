@@ -192,7 +192,8 @@ def test_security_doc_runs_as_written(scratch_url: str, pg_server_url: URL) -> N
     finally:
         engine = make_engine(pg_server_url, poolclass=NullPool)
         with engine.begin() as conn:
-            for name in (f"skillmeat_backend_{suffix}", f"skillmeat_backend_{suffix}_admin"):
+            # every login role the block creates (it once missed the worker's, which leaked)
+            for name in re.findall(r"CREATE ROLE (\w+)", wiring):
                 conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
         engine.dispose()
 
