@@ -1,5 +1,6 @@
-"""The docs' examples run as written: each ```python block of docs/usage.md and the
-README's commands, against a throwaway database."""
+"""The docs' examples run as written, against throwaway databases: the blocks
+tests/docblocks.py assigns to the tests of this file (tests/test_docs_inventory.py
+checks that every block has a test)."""
 
 import os
 import re
@@ -7,7 +8,6 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -16,12 +16,14 @@ from sqlalchemy.pool import NullPool
 
 from skillmeat.core.database import make_engine
 from skillmeat.core.database.provision import throwaway_database, upgrade_to_head
+from tests.docblocks import ROOT, blocks_for
 
-ROOT = Path(__file__).resolve().parents[1]
+RUNNER = "tests/test_docs.py::"
 
 
-def python_blocks(markdown: Path) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", markdown.read_text(), flags=re.S)
+def texts(runner: str, lang: str | None = None) -> list[str]:
+    """The text of the blocks `runner` claims (of one language)."""
+    return [b.text for b in blocks_for(RUNNER + runner) if lang in (None, b.lang)]
 
 
 @pytest.fixture
@@ -37,7 +39,7 @@ def run(args: list[str], url: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_usage_example_runs_as_written(scratch_url: str) -> None:
-    blocks = python_blocks(ROOT / "docs" / "usage.md")
+    blocks = texts("test_usage_example_runs_as_written")
     assert blocks, "docs/usage.md has no python example"
     stdout = ""
     for block in blocks:
@@ -54,7 +56,7 @@ def test_usage_example_runs_as_written(scratch_url: str) -> None:
 
 
 def test_scans_worker_loop_runs_as_written(scratch_url: str) -> None:
-    blocks = python_blocks(ROOT / "docs" / "scans.md")
+    blocks = texts("test_scans_worker_loop_runs_as_written")
     assert len(blocks) == 1, "docs/scans.md has one python example (the worker loop)"
     result = run([sys.executable, "-c", blocks[0]], scratch_url)
     assert result.returncode == 0, result.stderr
@@ -143,14 +145,9 @@ def test_cli_on_a_database_newer_than_the_code(pg_server_url: URL) -> None:
         assert "deadbeef0000" in upgrade.stderr
 
 
-def fenced(markdown: Path, lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", markdown.read_text(), flags=re.S)
-
-
 def test_security_doc_runs_as_written(scratch_url: str, pg_server_url: URL) -> None:
     """docs/security.md: its python, its SQL (as psql would) and its test command."""
-    doc = ROOT / "docs" / "security.md"
-    python = fenced(doc, "python")
+    python = texts("test_security_doc_runs_as_written", "python")
     assert len(python) == 3
     outputs = []
     for block in python:
@@ -164,7 +161,7 @@ def test_security_doc_runs_as_written(scratch_url: str, pg_server_url: URL) -> N
     # of their own (roles are cluster-wide and other runs may share the server).
     suffix = secrets.token_hex(4)
     psql_url = make_url(scratch_url).set(drivername="postgresql")
-    sql_blocks = fenced(doc, "sql")
+    sql_blocks = texts("test_security_doc_runs_as_written", "sql")
     assert len(sql_blocks) == 2
     wiring = sql_blocks[0].replace("skillmeat_backend", f"skillmeat_backend_{suffix}")
     # a member whose id the verification block claims without a proof
@@ -197,7 +194,7 @@ def test_security_doc_runs_as_written(scratch_url: str, pg_server_url: URL) -> N
                 conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
         engine.dispose()
 
-    (command,) = fenced(doc, "sh")
+    (command,) = texts("test_security_doc_runs_as_written", "sh")
     collected = run(
         [*command.split(), "--collect-only", "-q", "-p", "no:cacheprovider"], scratch_url
     )
