@@ -31,6 +31,9 @@ class Claim:
 
 
 CLAIMS = (
+    Claim("README.md", "bash", "Quickstart", "tests/test_docs.py::test_readme_quickstart"),
+    Claim("README.md", "bash", "Another database", "tests/test_docs.py::test_database_commands"),
+    Claim("docs/migrations.md", "bash", "Deploy", "tests/test_docs.py::test_database_commands"),
     Claim(
         "docs/migrations.md",
         "bash",
@@ -43,6 +46,13 @@ CLAIMS = (
         "Adding a value to a value set",
         "tests/test_migration_recipe.py::test_the_value_set_recipe_passes_lint_types_and_migration_tests",
     ),
+    Claim(
+        "docs/migrations.md",
+        "bash",
+        "How reversibility is tested",
+        "tests/test_docs.py::test_pytest_commands_collect_what_they_say",
+    ),
+    Claim("docs/schema.md", "bash", "Value sets", "tests/test_docs.py::test_database_commands"),
     Claim(
         "docs/usage.md", "python", None, "tests/test_docs.py::test_usage_example_runs_as_written"
     ),
@@ -57,7 +67,13 @@ CLAIMS = (
         "docs/security.md", "python", None, "tests/test_docs.py::test_security_doc_runs_as_written"
     ),
     Claim("docs/security.md", "sql", None, "tests/test_docs.py::test_security_doc_runs_as_written"),
-    Claim("docs/security.md", "sh", None, "tests/test_docs.py::test_security_doc_runs_as_written"),
+    Claim(
+        "docs/security.md",
+        "sh",
+        "Verify on a live database",
+        "tests/test_docs.py::test_pytest_commands_collect_what_they_say",
+    ),
+    Claim("docs/security.md", "bash", "Tokens", "tests/test_docs.py::test_token_keys_command"),
 )
 
 

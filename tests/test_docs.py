@@ -5,9 +5,13 @@ checks that every block has a test)."""
 import os
 import re
 import secrets
+import shlex
+import site
 import subprocess
 import sys
+import venv
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -15,7 +19,9 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from skillmeat.core.database import make_engine
-from skillmeat.core.database.provision import throwaway_database, upgrade_to_head
+from skillmeat.core.database.migrations import SchemaState, head_revision, schema_status
+from skillmeat.core.database.provision import drop_database, throwaway_database, upgrade_to_head
+from tests.doc_commands import docs_database, docs_server, shell
 from tests.docblocks import ROOT, blocks_for
 
 RUNNER = "tests/test_docs.py::"
@@ -146,7 +152,7 @@ def test_cli_on_a_database_newer_than_the_code(pg_server_url: URL) -> None:
 
 
 def test_security_doc_runs_as_written(scratch_url: str, pg_server_url: URL) -> None:
-    """docs/security.md: its python, its SQL (as psql would) and its test command."""
+    """docs/security.md: its python and its SQL (as psql would)."""
     python = texts("test_security_doc_runs_as_written", "python")
     assert len(python) == 3
     outputs = []
@@ -194,8 +200,142 @@ def test_security_doc_runs_as_written(scratch_url: str, pg_server_url: URL) -> N
                 conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
         engine.dispose()
 
-    (command,) = texts("test_security_doc_runs_as_written", "sh")
-    collected = run(
-        [*command.split(), "--collect-only", "-q", "-p", "no:cacheprovider"], scratch_url
-    )
-    assert collected.returncode == 0, collected.stdout + collected.stderr
+
+# --- shell commands, SQL and the pytest commands -----------------------------------
+
+
+def collect(command: str) -> list[str]:
+    """The test ids a pytest command of the docs selects (collected, not run)."""
+    result = shell(f"{command} --collect-only -q -p no:cacheprovider", url="")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return [line for line in result.stdout.splitlines() if "::" in line]
+
+
+def test_pytest_commands_collect_what_they_say() -> None:
+    """docs/migrations.md's and docs/security.md's pytest commands, collected only: this
+    suite runs the tests they select, so running them again would only double it. What
+    is checked is that each command selects those tests from the repository root, and
+    that tests/conftest.py brings in pytest-alembic's tests, as docs/migrations.md says."""
+    commands = [
+        line
+        for b in blocks_for(RUNNER + "test_pytest_commands_collect_what_they_say")
+        for line in b.commands()
+    ]
+    assert commands
+    for command in commands:
+        assert command.startswith("pytest "), command
+        collected = collect(command)
+        for path in command.split()[1:]:
+            assert any(test.startswith(f"{path}::") for test in collected), (command, path)
+        if "tests/conftest.py" in command:
+            assert "tests/conftest.py::pytest-alembic::test_single_head_revision" in collected
+
+
+@pytest.mark.packaging
+def test_readme_quickstart(pg_server_url: URL, tmp_path: Path) -> None:
+    """The README's quickstart in a fresh venv: `pip install -e ".[dev]"` installs this
+    checkout and `skillmeat-db upgrade` creates and migrates the database of
+    SKILLMEAT_DATABASE_URL (a new one on the test server); `pytest` is collected (this
+    suite is that run). Offline: the venv borrows this environment's packages through a
+    .pth line, and pip neither reads an index nor builds in isolation."""
+    (block,) = blocks_for(RUNNER + "test_readme_quickstart")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    (Path(purelib) / "borrowed.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    offline = {
+        "PATH": f"{env_dir / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "PIP_NO_INDEX": "1",
+        "PIP_NO_BUILD_ISOLATION": "0",  # pip reads "0" as: no isolation
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    with throwaway_database(pg_server_url, prefix="skillmeat_quickstart") as server:
+        target = server.set(database=f"{server.database}_new")
+        try:
+            for command in block.commands():
+                if command.startswith("pytest"):
+                    collected = collect(command)
+                    files = {test.split("::")[0] for test in collected}
+                    assert files >= {
+                        p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").glob("test_*.py")
+                    }
+                    continue
+                result = shell(command, url=target, env=offline)
+                assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+                assert f"created database '{target.database}'" in result.stdout
+                assert f"-> {head_revision()} (head)" in result.stdout
+            assert (env_dir / "bin" / "skillmeat-db").exists()
+        finally:
+            drop_database(target)
+
+
+def addressed(command: str, server: URL) -> URL | None:
+    """The database a command names (a URL, or psql's -d), if it names one."""
+    found = re.search(r"(postgres(?:ql)?(?:\+psycopg)?://\S+)|-d (\w+)", command)
+    if not found:
+        return None
+    if found[2]:
+        return server.set(database=found[2])
+    return make_url(re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", found[1]))
+
+
+def test_database_commands(pg_server_url: URL) -> None:
+    """The README's and docs/migrations.md's deploy commands and docs/schema.md's psql, as
+    written. SKILLMEAT_DATABASE_URL names a database that does not exist yet (so the
+    first `skillmeat-db upgrade` creates it); commands naming `skillmeat` read the docs'
+    database (created at head for the test when it is missing)."""
+    server = docs_server(pg_server_url)
+    commands = [
+        line for b in blocks_for(RUNNER + "test_database_commands") for line in b.commands()
+    ]
+    assert any(c.startswith("skillmeat-db upgrade") for c in commands)
+    with (
+        throwaway_database(server, prefix="skillmeat_docs") as spare,
+        docs_database(server, "skillmeat"),
+    ):
+        fresh = spare.set(database=f"{spare.database}_new")
+        try:
+            outputs = {}
+            for command in commands:
+                result = shell(command, url=fresh)
+                expected = 0
+                if re.search(r"\bskillmeat-db\b.* current\b", command):
+                    target = addressed(command, server) or fresh
+                    state = schema_status(target).state
+                    expected = {SchemaState.AT_HEAD: 0, SchemaState.UNKNOWN: 2}.get(state, 1)
+                    assert result.stdout.startswith(f"{target.database}: revision "), result
+                assert result.returncode == expected, (command, result.stdout, result.stderr)
+                assert "Traceback" not in result.stderr, result.stderr
+                outputs[command] = result.stdout
+        finally:
+            drop_database(fresh)
+    upgrade = next(out for c, out in outputs.items() if c.startswith("skillmeat-db upgrade"))
+    assert f"created database '{fresh.database}'" in upgrade
+    assert head_revision() in next(out for c, out in outputs.items() if "alembic history" in c)
+    # docs/schema.md: "(`enum_eq`, `numeric_ge`: f; the others: t.)"
+    (leakproof,) = [out for c, out in outputs.items() if "proleakproof" in c]
+    rows = dict(re.findall(r"^ *(\w+) +\| ([tf])$", leakproof, flags=re.M))
+    assert rows == {
+        "enum_eq": "f",
+        "numeric_ge": "f",
+        "texteq": "t",
+        "text_ge": "t",
+        "float8ge": "t",
+        "uuid_eq": "t",
+        "timestamptz_lt": "t",
+    }, leakproof
+
+
+def test_token_keys_command() -> None:
+    """docs/security.md's key command yields a SKILLMEAT_TOKEN_KEYS the library accepts."""
+    (block,) = blocks_for(RUNNER + "test_token_keys_command")
+    check = "from skillmeat.core.crypto import configured_keyring; print(configured_keyring())"
+    result = shell(f"{block.text}{sys.executable} -c {shlex.quote(check)}", url="")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "TokenKeyring(key_ids=['k1'])\n"
