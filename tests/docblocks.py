@@ -74,6 +74,7 @@ CLAIMS = (
         "tests/test_docs.py::test_pytest_commands_collect_what_they_say",
     ),
     Claim("docs/security.md", "bash", "Tokens", "tests/test_docs.py::test_token_keys_command"),
+    Claim("docs/scaling.md", "sql", None, "tests/test_docs.py::test_scaling_readiness_query"),
 )
 
 

@@ -22,7 +22,7 @@ from skillmeat.core.database import make_engine
 from skillmeat.core.database.migrations import SchemaState, head_revision, schema_status
 from skillmeat.core.database.provision import drop_database, throwaway_database, upgrade_to_head
 from tests.doc_commands import docs_database, docs_server, shell
-from tests.docblocks import ROOT, blocks_for
+from tests.docblocks import ROOT, blocks_for, parse
 
 RUNNER = "tests/test_docs.py::"
 
@@ -339,3 +339,40 @@ def test_token_keys_command() -> None:
     result = shell(f"{block.text}{sys.executable} -c {shlex.quote(check)}", url="")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "TokenKeyring(key_ids=['k1'])\n"
+
+
+def test_scaling_readiness_query(scratch_url: str) -> None:
+    """docs/scaling.md's readiness query, through psql on a database at head: its result is
+    the one the page shows, and names exactly the constraints its table would change."""
+    (block,) = blocks_for(RUNNER + "test_scaling_readiness_query")
+    psql_url = make_url(scratch_url).set(drivername="postgresql")
+    result = subprocess.run(
+        [
+            "psql",
+            psql_url.render_as_string(hide_password=False),
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            block.text,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    page = parse(block.doc)
+    shown = page[page.index(block) + 1]
+    assert shown.lang == "text", f"{block}: the result belongs in the ```text block after it"
+    got = [line.rstrip() for line in result.stdout.strip("\n").splitlines()]
+    assert got == shown.text.strip("\n").splitlines(), result.stdout
+
+    # every constraint it names is one the page's table changes, and the other way round
+    text = (ROOT / block.doc).read_text()
+    table = text[text.index("### Constraint changes") : text.index("### Readiness")]
+    changed = set()
+    for row in re.findall(r"^\| (\w+) \| (.*) \| (.*) \|$", table, flags=re.M):
+        if not row[2].startswith("unchanged"):
+            changed |= set(re.findall(r"`((?:pk|uq|fk)_\w+)`", row[1]))
+    named = {line.split("|")[2].strip() for line in got[2:-1]} - {""}
+    assert changed == named
