@@ -20,7 +20,12 @@ from sqlalchemy.pool import NullPool
 
 from skillmeat.core.database import make_engine
 from skillmeat.core.database.migrations import SchemaState, head_revision, schema_status
-from skillmeat.core.database.provision import drop_database, throwaway_database, upgrade_to_head
+from skillmeat.core.database.provision import (
+    database_exists,
+    drop_database,
+    throwaway_database,
+    upgrade_to_head,
+)
 from tests.doc_commands import docs_database, docs_server, shell
 from tests.docblocks import ROOT, blocks_for, parse
 
@@ -216,19 +221,19 @@ def test_pytest_commands_collect_what_they_say() -> None:
     suite runs the tests they select, so running them again would only double it. What
     is checked is that each command selects those tests from the repository root, and
     that tests/conftest.py brings in pytest-alembic's tests, as docs/migrations.md says."""
-    commands = [
-        line
-        for b in blocks_for(RUNNER + "test_pytest_commands_collect_what_they_say")
-        for line in b.commands()
-    ]
-    assert commands
-    for command in commands:
-        assert command.startswith("pytest "), command
-        collected = collect(command)
-        for path in command.split()[1:]:
-            assert any(test.startswith(f"{path}::") for test in collected), (command, path)
-        if "tests/conftest.py" in command:
-            assert "tests/conftest.py::pytest-alembic::test_single_head_revision" in collected
+    blocks = blocks_for(RUNNER + "test_pytest_commands_collect_what_they_say")
+    assert blocks
+    for block in blocks:
+        for command in block.commands():
+            assert command.startswith("pytest "), command
+            collected = collect(command)
+            for path in command.split()[1:]:
+                assert any(test.startswith(f"{path}::") for test in collected), (command, path)
+            if block.section == "How reversibility is tested":
+                alembic = [test for test in collected if "::pytest-alembic::" in test]
+                assert "tests/conftest.py::pytest-alembic::test_up_down_consistency" in alembic, (
+                    f"{command}: collects no pytest-alembic test"
+                )
 
 
 @pytest.mark.packaging
@@ -307,6 +312,7 @@ def test_database_commands(pg_server_url: URL) -> None:
                 expected = 0
                 if re.search(r"\bskillmeat-db\b.* current\b", command):
                     target = addressed(command, server) or fresh
+                    assert database_exists(target), f"{command}: no database {target.database}"
                     state = schema_status(target).state
                     expected = {SchemaState.AT_HEAD: 0, SchemaState.UNKNOWN: 2}.get(state, 1)
                     assert result.stdout.startswith(f"{target.database}: revision "), result
