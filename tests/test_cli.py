@@ -122,3 +122,16 @@ def test_check_at_head_as_a_noinherit_login_role(migrated: URL) -> None:
             conn.execute(text(f"DROP OWNED BY {role}"))
             conn.execute(text(f"DROP ROLE {role}"))
         admin.dispose()
+
+
+def test_a_wide_table_keeps_every_header_and_cell() -> None:
+    """explain's check column can hold a long message: the table grows, nothing is cut
+    (rich used to fit it into 220 columns, printing "pa…" for "path")."""
+    from skillmeat.tools.console import render_table
+
+    message = "RLS adds a sort (the plan without RLS reads the index in order) " * 4
+    lines = render_table(["path", "index used (RLS)", "check"], [["3", "ix_" + "a" * 120, message]])
+    header, rule, row = lines.splitlines()
+    assert header.split() == ["path", "index", "used", "(RLS)", "check"]
+    assert row.endswith(message.rstrip()) and "…" not in lines
+    assert set(rule) == {"─"} and len(rule) >= len(row)

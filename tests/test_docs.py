@@ -1,11 +1,15 @@
-"""The docs' examples run as written: each ```python block of docs/usage.md and the
-README's commands, against a throwaway database."""
+"""The docs' examples run as written, against throwaway databases: the blocks
+tests/docblocks.py assigns to the tests of this file (tests/test_docs_inventory.py
+checks that every block has a test)."""
 
 import os
 import re
 import secrets
+import shlex
+import site
 import subprocess
 import sys
+import venv
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,13 +19,22 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from skillmeat.core.database import make_engine
-from skillmeat.core.database.provision import throwaway_database, upgrade_to_head
+from skillmeat.core.database.migrations import SchemaState, head_revision, schema_status
+from skillmeat.core.database.provision import (
+    database_exists,
+    drop_database,
+    throwaway_database,
+    upgrade_to_head,
+)
+from tests.doc_commands import docs_database, docs_server, shell
+from tests.docblocks import ROOT, blocks_for, parse
 
-ROOT = Path(__file__).resolve().parents[1]
+RUNNER = "tests/test_docs.py::"
 
 
-def python_blocks(markdown: Path) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", markdown.read_text(), flags=re.S)
+def texts(runner: str, lang: str | None = None) -> list[str]:
+    """The text of the blocks `runner` claims (of one language)."""
+    return [b.text for b in blocks_for(RUNNER + runner) if lang in (None, b.lang)]
 
 
 @pytest.fixture
@@ -37,7 +50,7 @@ def run(args: list[str], url: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_usage_example_runs_as_written(scratch_url: str) -> None:
-    blocks = python_blocks(ROOT / "docs" / "usage.md")
+    blocks = texts("test_usage_example_runs_as_written")
     assert blocks, "docs/usage.md has no python example"
     stdout = ""
     for block in blocks:
@@ -54,7 +67,7 @@ def test_usage_example_runs_as_written(scratch_url: str) -> None:
 
 
 def test_scans_worker_loop_runs_as_written(scratch_url: str) -> None:
-    blocks = python_blocks(ROOT / "docs" / "scans.md")
+    blocks = texts("test_scans_worker_loop_runs_as_written")
     assert len(blocks) == 1, "docs/scans.md has one python example (the worker loop)"
     result = run([sys.executable, "-c", blocks[0]], scratch_url)
     assert result.returncode == 0, result.stderr
@@ -143,14 +156,9 @@ def test_cli_on_a_database_newer_than_the_code(pg_server_url: URL) -> None:
         assert "deadbeef0000" in upgrade.stderr
 
 
-def fenced(markdown: Path, lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", markdown.read_text(), flags=re.S)
-
-
 def test_security_doc_runs_as_written(scratch_url: str, pg_server_url: URL) -> None:
-    """docs/security.md: its python, its SQL (as psql would) and its test command."""
-    doc = ROOT / "docs" / "security.md"
-    python = fenced(doc, "python")
+    """docs/security.md: its python and its SQL (as psql would)."""
+    python = texts("test_security_doc_runs_as_written", "python")
     assert len(python) == 3
     outputs = []
     for block in python:
@@ -164,7 +172,7 @@ def test_security_doc_runs_as_written(scratch_url: str, pg_server_url: URL) -> N
     # of their own (roles are cluster-wide and other runs may share the server).
     suffix = secrets.token_hex(4)
     psql_url = make_url(scratch_url).set(drivername="postgresql")
-    sql_blocks = fenced(doc, "sql")
+    sql_blocks = texts("test_security_doc_runs_as_written", "sql")
     assert len(sql_blocks) == 2
     wiring = sql_blocks[0].replace("skillmeat_backend", f"skillmeat_backend_{suffix}")
     # a member whose id the verification block claims without a proof
@@ -192,12 +200,185 @@ def test_security_doc_runs_as_written(scratch_url: str, pg_server_url: URL) -> N
     finally:
         engine = make_engine(pg_server_url, poolclass=NullPool)
         with engine.begin() as conn:
-            for name in (f"skillmeat_backend_{suffix}", f"skillmeat_backend_{suffix}_admin"):
+            # every login role the block creates (it once missed the worker's, which leaked)
+            for name in re.findall(r"CREATE ROLE (\w+)", wiring):
                 conn.execute(text(f"DROP ROLE IF EXISTS {name}"))
         engine.dispose()
 
-    (command,) = fenced(doc, "sh")
-    collected = run(
-        [*command.split(), "--collect-only", "-q", "-p", "no:cacheprovider"], scratch_url
+
+# --- shell commands, SQL and the pytest commands -----------------------------------
+
+
+def collect(command: str) -> list[str]:
+    """The test ids a pytest command of the docs selects (collected, not run)."""
+    result = shell(f"{command} --collect-only -q -p no:cacheprovider", url="")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return [line for line in result.stdout.splitlines() if "::" in line]
+
+
+def test_pytest_commands_collect_what_they_say() -> None:
+    """docs/migrations.md's and docs/security.md's pytest commands, collected only: this
+    suite runs the tests they select, so running them again would only double it. What
+    is checked is that each command selects those tests from the repository root, and
+    that tests/conftest.py brings in pytest-alembic's tests, as docs/migrations.md says."""
+    blocks = blocks_for(RUNNER + "test_pytest_commands_collect_what_they_say")
+    assert blocks
+    for block in blocks:
+        for command in block.commands():
+            assert command.startswith("pytest "), command
+            collected = collect(command)
+            for path in command.split()[1:]:
+                assert any(test.startswith(f"{path}::") for test in collected), (command, path)
+            if block.section == "How reversibility is tested":
+                alembic = [test for test in collected if "::pytest-alembic::" in test]
+                assert "tests/conftest.py::pytest-alembic::test_up_down_consistency" in alembic, (
+                    f"{command}: collects no pytest-alembic test"
+                )
+
+
+@pytest.mark.packaging
+def test_readme_quickstart(pg_server_url: URL, tmp_path: Path) -> None:
+    """The README's quickstart in a fresh venv: `pip install -e ".[dev]"` installs this
+    checkout and `skillmeat-db upgrade` creates and migrates the database of
+    SKILLMEAT_DATABASE_URL (a new one on the test server); `pytest` is collected (this
+    suite is that run). Offline: the venv borrows this environment's packages through a
+    .pth line, and pip neither reads an index nor builds in isolation."""
+    (block,) = blocks_for(RUNNER + "test_readme_quickstart")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    (Path(purelib) / "borrowed.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    offline = {
+        "PATH": f"{env_dir / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "PIP_NO_INDEX": "1",
+        "PIP_NO_BUILD_ISOLATION": "0",  # pip reads "0" as: no isolation
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    with throwaway_database(pg_server_url, prefix="skillmeat_quickstart") as server:
+        target = server.set(database=f"{server.database}_new")
+        try:
+            for command in block.commands():
+                if command.startswith("pytest"):
+                    collected = collect(command)
+                    files = {test.split("::")[0] for test in collected}
+                    assert files >= {
+                        p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").glob("test_*.py")
+                    }
+                    continue
+                result = shell(command, url=target, env=offline)
+                assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+                assert f"created database '{target.database}'" in result.stdout
+                assert f"-> {head_revision()} (head)" in result.stdout
+            assert (env_dir / "bin" / "skillmeat-db").exists()
+        finally:
+            drop_database(target)
+
+
+def addressed(command: str, server: URL) -> URL | None:
+    """The database a command names (a URL, or psql's -d), if it names one."""
+    found = re.search(r"(postgres(?:ql)?(?:\+psycopg)?://\S+)|-d (\w+)", command)
+    if not found:
+        return None
+    if found[2]:
+        return server.set(database=found[2])
+    return make_url(re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", found[1]))
+
+
+def test_database_commands(pg_server_url: URL) -> None:
+    """The README's and docs/migrations.md's deploy commands and docs/schema.md's psql, as
+    written. SKILLMEAT_DATABASE_URL names a database that does not exist yet (so the
+    first `skillmeat-db upgrade` creates it); commands naming `skillmeat` read the docs'
+    database (created at head for the test when it is missing)."""
+    server = docs_server(pg_server_url)
+    commands = [
+        line for b in blocks_for(RUNNER + "test_database_commands") for line in b.commands()
+    ]
+    assert any(c.startswith("skillmeat-db upgrade") for c in commands)
+    with (
+        throwaway_database(server, prefix="skillmeat_docs") as spare,
+        docs_database(server, "skillmeat"),
+    ):
+        fresh = spare.set(database=f"{spare.database}_new")
+        try:
+            outputs = {}
+            for command in commands:
+                result = shell(command, url=fresh)
+                expected = 0
+                if re.search(r"\bskillmeat-db\b.* current\b", command):
+                    target = addressed(command, server) or fresh
+                    assert database_exists(target), f"{command}: no database {target.database}"
+                    state = schema_status(target).state
+                    expected = {SchemaState.AT_HEAD: 0, SchemaState.UNKNOWN: 2}.get(state, 1)
+                    assert result.stdout.startswith(f"{target.database}: revision "), result
+                assert result.returncode == expected, (command, result.stdout, result.stderr)
+                assert "Traceback" not in result.stderr, result.stderr
+                outputs[command] = result.stdout
+        finally:
+            drop_database(fresh)
+    upgrade = next(out for c, out in outputs.items() if c.startswith("skillmeat-db upgrade"))
+    assert f"created database '{fresh.database}'" in upgrade
+    assert head_revision() in next(out for c, out in outputs.items() if "alembic history" in c)
+    # docs/schema.md: "(`enum_eq`, `numeric_ge`: f; the others: t.)"
+    (leakproof,) = [out for c, out in outputs.items() if "proleakproof" in c]
+    rows = dict(re.findall(r"^ *(\w+) +\| ([tf])$", leakproof, flags=re.M))
+    assert rows == {
+        "enum_eq": "f",
+        "numeric_ge": "f",
+        "texteq": "t",
+        "text_ge": "t",
+        "float8ge": "t",
+        "uuid_eq": "t",
+        "timestamptz_lt": "t",
+    }, leakproof
+
+
+def test_token_keys_command() -> None:
+    """docs/security.md's key command yields a SKILLMEAT_TOKEN_KEYS the library accepts."""
+    (block,) = blocks_for(RUNNER + "test_token_keys_command")
+    check = "from skillmeat.core.crypto import configured_keyring; print(configured_keyring())"
+    result = shell(f"{block.text}{sys.executable} -c {shlex.quote(check)}", url="")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "TokenKeyring(key_ids=['k1'])\n"
+
+
+def test_scaling_readiness_query(scratch_url: str) -> None:
+    """docs/scaling.md's readiness query, through psql on a database at head: its result is
+    the one the page shows, and names exactly the constraints its table would change."""
+    (block,) = blocks_for(RUNNER + "test_scaling_readiness_query")
+    psql_url = make_url(scratch_url).set(drivername="postgresql")
+    result = subprocess.run(
+        [
+            "psql",
+            psql_url.render_as_string(hide_password=False),
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            block.text,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    assert collected.returncode == 0, collected.stdout + collected.stderr
+    assert result.returncode == 0, result.stderr
+    page = parse(block.doc)
+    shown = page[page.index(block) + 1]
+    assert shown.lang == "text", f"{block}: the result belongs in the ```text block after it"
+    got = [line.rstrip() for line in result.stdout.strip("\n").splitlines()]
+    assert got == shown.text.strip("\n").splitlines(), result.stdout
+
+    # every constraint it names is one the page's table changes, and the other way round
+    text = (ROOT / block.doc).read_text()
+    table = text[text.index("### Constraint changes") : text.index("### Readiness")]
+    changed = set()
+    for row in re.findall(r"^\| (\w+) \| (.*) \| (.*) \|$", table, flags=re.M):
+        if not row[2].startswith("unchanged"):
+            changed |= set(re.findall(r"`((?:pk|uq|fk)_\w+)`", row[1]))
+    named = {line.split("|")[2].strip() for line in got[2:-1]} - {""}
+    assert changed == named

@@ -297,6 +297,34 @@ def test_bench_sync_prints_every_scenario_and_target(
     assert out.count("met ") + out.count("MISSED ") == 5
 
 
+def test_bench_sync_keeps_the_wal_it_reads_across_checkpoints(pg_server_url: URL) -> None:
+    """bench sync reads a step's WAL after the step; a checkpoint in between recycled its
+    first segment when other work wrote WAL ("requested WAL segment ... has already been
+    removed", running docs/performance.md's commands in a row). The fixture's temporary
+    slot keeps that WAL, and goes with the fixture."""
+    from skillmeat.tools.bench_sync import Fixture
+
+    slots = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = :name"
+    with throwaway_database(pg_server_url, prefix="skillmeat_walslot") as url:
+        upgrade_to_head(url)
+        engine = make_engine(url, poolclass=NullPool)
+        fixture = Fixture(engine)
+        try:
+            assert fixture.slot
+            start = fixture.wal_lsn()
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                for _ in range(3):  # WAL in new segments, and checkpoints past the start
+                    conn.execute(text("CREATE TABLE wal_probe (x int); DROP TABLE wal_probe"))
+                    conn.execute(text("SELECT pg_switch_wal()"))
+                    conn.execute(text("CHECKPOINT"))
+            assert fixture.wal_bytes(start) > 0
+        finally:
+            fixture.cleanup()
+        with engine.connect() as conn:
+            assert conn.execute(text(slots), {"name": fixture.slot}).scalar_one() == 0
+        engine.dispose()
+
+
 def test_a_content_change_rewrites_only_that_row_and_keeps_the_status(
     session: Session, world: World
 ) -> None:

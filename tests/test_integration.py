@@ -1,7 +1,6 @@
 """docs/integration.md's FastAPI app, run as written with FastAPI's TestClient."""
 
 import importlib.util
-import re
 import sys
 import uuid
 from collections.abc import Iterator
@@ -17,9 +16,8 @@ from sqlalchemy.engine import URL
 from skillmeat.core.database import make_session_factory, tenant_scope
 from skillmeat.core.repositories.marketplace import sync_catalog
 from skillmeat.core.schemas.marketplace import DetectedArtifact
+from tests.docblocks import blocks_for
 from tests.rls_world import World
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -30,11 +28,9 @@ def app_module(
     which the harness points at the test database). A short pool timeout turns an
     undersized pool into errors instead of slow requests."""
     monkeypatch.setenv("SKILLMEAT_POOL_TIMEOUT_S", "0.5")
-    (block,) = re.findall(
-        r"```python\n(.*?)```", (ROOT / "docs" / "integration.md").read_text(), flags=re.S
-    )
+    (block,) = blocks_for("tests/test_integration.py::app_module")
     path = tmp_path / "marketplace_app.py"
-    path.write_text(block)
+    path.write_text(block.text)
     spec = importlib.util.spec_from_file_location("marketplace_app", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

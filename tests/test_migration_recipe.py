@@ -12,9 +12,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
+from tests.docblocks import blocks_for
+
 ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("alembic", "alembic.ini", "skillmeat", "tests", "pyproject.toml", "README.md")
 IGNORED = shutil.ignore_patterns("__pycache__", ".mypy_cache", ".ruff_cache", "*.pyc", "data")
+
+
+def _path() -> str:
+    """PATH with this environment's scripts (alembic) first."""
+    return f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -53,15 +60,18 @@ def test_the_value_set_recipe_passes_lint_types_and_migration_tests(
         )
     )
 
-    # 2. `alembic revision -m ...` and the body from the doc.
-    (command,) = re.findall(r"Run `(alembic revision -m \"[^\"]+\")`", recipe)
-    made = _run(
-        [sys.executable, "-m", "alembic", *command.split()[1:3], command.split('"')[1]], repo, env
+    # 2. `alembic revision -m ...` as "Adding a revision" shows it (the recipe's step
+    # names the same command), in the copy, and the body from the doc.
+    blocks = blocks_for(
+        "tests/test_migration_recipe.py::"
+        "test_the_value_set_recipe_passes_lint_types_and_migration_tests"
     )
+    (command,) = [line for b in blocks if b.lang == "bash" for line in b.commands()]
+    assert f"Run `{command}`" in recipe
+    made = _run(["bash", "-c", command], repo, env | {"PATH": _path()})
     assert made.returncode == 0, made.stderr
     (path,) = [p for p in (repo / "alembic" / "versions").glob("*catalog_status_archived.py")]
-    (body,) = re.findall(r"```python\n(.*?)```", recipe, flags=re.S)
-    body = "\n".join(line[3:] if line.startswith("   ") else line for line in body.splitlines())
+    (body,) = [b.text for b in blocks if b.lang == "python"]
     script = path.read_text()
     stub = re.search(r"def upgrade\(\) -> None:\n.*", script, flags=re.S)
     assert stub, script

@@ -10,6 +10,7 @@ pass/fail test.
 
 import argparse
 import random
+import secrets
 import statistics
 import sys
 import time
@@ -49,6 +50,11 @@ SELECT coalesce(sum(record_length), 0)
  WHERE block_ref ~ ('rel [0-9]+/'
                     || (SELECT oid FROM pg_database WHERE datname = current_database())
                     || '/')
+"""
+ADVANCE_SLOT = """
+SELECT pg_replication_slot_advance(slot_name, pg_current_wal_flush_lsn())
+  FROM pg_replication_slots
+ WHERE slot_name = :name AND restart_lsn < pg_current_wal_flush_lsn()
 """
 COPY_SQL = (
     "COPY marketplace_catalog_entries (source_id, artifact_type, detected_path, upstream_url, "
@@ -151,6 +157,19 @@ class Fixture:
                 conn.execute(text("CREATE EXTENSION pg_walinspect"))
                 self.walinspect_added = True
             self.walinspect = conn.execute(text(installed)).first() is not None
+        # pg_walinspect reads the step's WAL after the step: a checkpoint in between may
+        # already have recycled its first segment ("requested WAL segment ... has already
+        # been removed", seen with other work writing WAL on the server). A temporary
+        # physical slot, moved to each step's start, keeps it; released with the session.
+        self.slot: str | None = None
+        self.slot_conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        if self.walinspect:
+            name = f"skillmeat_bench_sync_{secrets.token_hex(4)}"
+            self.slot_conn.execute(
+                text("SELECT pg_create_physical_replication_slot(:name, true, true)"),
+                {"name": name},
+            )
+            self.slot = name
 
     def new_source(self) -> uuid.UUID:
         with self.engine.begin() as conn:
@@ -194,8 +213,11 @@ class Fixture:
         return Written(len(scan), 0, 0)
 
     def wal_lsn(self) -> str:
-        with self.engine.connect() as conn:
-            return str(conn.execute(text("SELECT pg_current_wal_insert_lsn()")).scalar_one())
+        """Where a step starts; the slot, moved up to the WAL flushed so far, keeps the
+        WAL from there on (it cannot move back, hence the condition)."""
+        if self.slot:
+            self.slot_conn.execute(text(ADVANCE_SLOT), {"name": self.slot})
+        return str(self.slot_conn.execute(text("SELECT pg_current_wal_insert_lsn()")).scalar_one())
 
     def wal_bytes(self, start: str) -> int:
         """WAL written since `start`: records that touch this database's blocks (the step's
@@ -211,6 +233,7 @@ class Fixture:
             return int(conn.execute(text(WAL_OF_THIS_DATABASE), {"start": start}).scalar_one())
 
     def cleanup(self) -> None:
+        self.slot_conn.close()  # drops the temporary slot
         with self.engine.begin() as conn:
             conn.execute(text("DELETE FROM projects WHERE id = :p"), {"p": self.project})
             if self.walinspect_added:

@@ -16,9 +16,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-# Tables are rendered to text first (the commands print lines), at a width that
-# never wraps a plan's index conditions.
-_TABLE_WIDTH = 220
+# Tables are rendered to text first (the commands print lines), each at its natural
+# width: rich fits a table into the console's width by cutting cells and headers
+# ("pa…" for "path" once explain's check column held a long message), so the console
+# is wider than any table.
+_TABLE_WIDTH = 100_000
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
