@@ -80,14 +80,6 @@ CLAIMS = (
         None,
         "tests/test_docs_bench.py::test_bench_commands_as_written",
     ),
-    # The recorded output under `skillmeat-db bench search` has no info string; the
-    # bench test compares its shape like the ```text blocks of the page.
-    Claim(
-        "docs/performance.md",
-        "",
-        "Search",
-        "tests/test_docs_bench.py::test_bench_commands_as_written",
-    ),
     Claim("docs/scaling.md", "sql", None, "tests/test_docs.py::test_scaling_readiness_query"),
 )
 
