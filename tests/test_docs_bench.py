@@ -7,7 +7,7 @@ order. The figures are never compared (they are this machine's, at one moment).
 A recorded output belongs to the last `skillmeat-db ...` named in the prose above it,
 or else to the command block just above it.
 
-About 12 minutes on the 2-core machine the page was measured on (the page's
+About 14 minutes on the 2-core machine the page was measured on (the page's
 "Reproduce" section lists each command's time). `-m "not bench"` leaves them out.
 """
 
