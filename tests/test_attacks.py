@@ -46,6 +46,7 @@ from skillmeat.core.database.identity import (
 from skillmeat.core.errors import PermissionDenied
 from skillmeat.core.models import ArtifactType
 from skillmeat.core.repositories import marketplace as repo
+from skillmeat.core.repositories.search import search_entries
 from skillmeat.core.schemas.marketplace import DetectedArtifact
 from tests.login_roles import ADMIN_POOL, MEMBER_POOL, login_role
 from tests.pgbouncer import start_pgbouncer
@@ -172,6 +173,11 @@ def member_request(route: Route, tenant: Tenant, user: uuid.UUID) -> Seen:
                 for e in repo.list_entries(s, tenant.source, limit=100).items
             ]
             r["counts"] = repo.catalog_counts(s)
+            # search (the definer functions): full text, type-ahead prefix, typo fallback
+            r["search"] = [
+                [(h.entry.id, h.score) for h in search_entries(s, query, limit=50).items]
+                for query in ("victim", "vict", "victin", "vcitim")
+            ]
             r["renamed"] = (
                 s.execute(
                     text("UPDATE projects SET name = name WHERE id = :p RETURNING id"),
@@ -505,6 +511,9 @@ SESSION_SETTINGS = {
     "enable_seqscan": "off",
     "row_security": "off",
     "work_mem": "64kB",
+    "jit_above_cost": "0",
+    "enable_nestloop": "off",
+    "pg_trgm.similarity_threshold": "0.01",
     "plpgsql.extra_errors": "all",
     "transform_null_equals": "on",
     "bytea_output": "escape",
